@@ -1,0 +1,40 @@
+# Quick start: `make serve` serves predictions on http://localhost:5000; `make test` runs every test.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+
+.PHONY: serve test lint crd bench install-server install-dev clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+install-server: $(BIN)/python
+	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e ./modelserver
+
+install-dev: $(BIN)/python
+	$(BIN)/pip install --quiet --config-settings editable_mode=compat \
+		-e ./modelserver -e ./operator -r requirements-dev.txt
+
+serve: install-server
+	@echo "Starting the model server on port $(PORT); once ready, try:"
+	@echo "  curl -F image=@dog.jpg http://localhost:$(PORT)/predict"
+	$(BIN)/modelserver serve --port $(PORT)
+
+test: install-dev
+	$(BIN)/pytest
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+crd: install-dev
+	$(BIN)/python -m kubeclassify_operator crd --output crds/imageclassifier.yaml
+
+bench: install-dev
+	$(BIN)/python bench/server_load.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Kubeclassify's model server: ResNet50 (or your own classifier) over HTTP."""

@@ -1,0 +1,133 @@
+"""The server's settings: one table of options, read from environment variables or CLI flags.
+
+Every option is an environment variable (what containers and the operator set) and a
+`modelserver serve` flag (what people type). Both are derived from `OPTIONS`, so they
+cannot drift apart. This module imports nothing heavy: gunicorn's master reads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PORT = 5000
+BUILTIN_MODELS = ("resnet50",)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated server settings; field names match `Option.field`."""
+
+    model_name: str = "resnet50"
+    weights: str = "imagenet"
+    model_file: Path | None = None
+    labels_file: Path | None = None
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    workers: int = 1
+    threads: int = 32
+    batch_max_size: int = 16
+    batch_max_delay_ms: float = 2.0
+    top_k: int = 5
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_image_pixels: int = 40_000_000
+    graceful_timeout: int = 30
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        positive = ("port", "workers", "threads", "batch_max_size", "top_k", "max_upload_bytes")
+        for name in (*positive, "max_image_pixels", "graceful_timeout"):
+            if getattr(self, name) < (1 if name in positive else 0):
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.model_name not in BUILTIN_MODELS:
+            raise ValueError(f"MODEL_NAME must be one of {BUILTIN_MODELS}, got {self.model_name!r}")
+        if self.batch_max_delay_ms < 0:
+            raise ValueError("batch_max_delay_ms must be >= 0")
+        if self.labels_file is not None and self.model_file is None:
+            raise ValueError("MODEL_LABELS only applies with MODEL_FILE")
+
+    @property
+    def served_name(self) -> str:
+        """The name in `/v1/models/<name>`: the model file's stem, or the built-in model's name."""
+        return self.model_file.stem if self.model_file else self.model_name
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        values = {o.field: o.parse(environ[o.env]) for o in OPTIONS if environ.get(o.env)}
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Option:
+    field: str
+    env: str
+    help: str
+    kind: Callable[[str], Any] = str
+    short_flag: str | None = None
+
+    @property
+    def flag(self) -> str:
+        """`--short-flag` where one is given, else the variable's name in flag form."""
+        return "--" + (self.short_flag or self.env.lower().replace("_", "-"))
+
+    def parse(self, raw: str) -> Any:
+        try:
+            return self.kind(raw)
+        except ValueError as error:
+            raise ValueError(f"{self.env}={raw!r}: {error}") from None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("model_name", "MODEL_NAME", "built-in model to serve (resnet50)", str, "model"),
+    Option(
+        "weights",
+        "MODEL_WEIGHTS",
+        "'imagenet' (official Keras download, cached) or a path to a weights file",
+        str,
+        "weights",
+    ),
+    Option("model_file", "MODEL_FILE", "serve this .keras or .tflite classifier instead", Path),
+    Option(
+        "labels_file",
+        "MODEL_LABELS",
+        "labels for MODEL_FILE: .txt (one a line) or .json",
+        Path,
+        "labels",
+    ),
+    Option("host", "HOST", "address to bind"),
+    Option("port", "PORT", "port to bind", int),
+    Option("workers", "WORKERS", "gunicorn worker processes (each loads the model)", int),
+    Option("threads", "THREADS", "request threads per worker", int),
+    Option("batch_max_size", "BATCH_MAX_SIZE", "most images in one forward pass", int),
+    Option(
+        "batch_max_delay_ms", "BATCH_MAX_DELAY_MS", "longest wait for a batch to fill, in ms", float
+    ),
+    Option("top_k", "TOP_K", "predictions returned when a request does not say", int),
+    Option(
+        "max_upload_bytes", "MAX_UPLOAD_BYTES", "largest request body, in bytes (else 413)", int
+    ),
+    Option("max_image_pixels", "MAX_IMAGE_PIXELS", "largest image, in pixels (else 400)", int),
+    Option("graceful_timeout", "GRACEFUL_TIMEOUT", "seconds to finish in-flight requests", int),
+    Option("log_level", "LOG_LEVEL", "debug, info, warning or error"),
+)
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per option; an unset flag leaves the environment (or default) in charge."""
+    for option in OPTIONS:
+        parser.add_argument(
+            option.flag, dest=option.field, metavar=option.env, default=None, help=option.help
+        )
+
+
+def flags_to_env(namespace: argparse.Namespace) -> dict[str, str]:
+    """The environment variables that the given flags stand for, checked by parsing them."""
+    chosen = {o: getattr(namespace, o.field) for o in OPTIONS}
+    env = {o.env: str(value) for o, value in chosen.items() if value is not None}
+    Settings.from_env({**os.environ, **env})
+    return env

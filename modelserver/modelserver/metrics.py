@@ -1,0 +1,56 @@
+"""Prometheus metrics, correct across gunicorn workers.
+
+Under gunicorn the config module sets PROMETHEUS_MULTIPROC_DIR before any worker starts,
+so every worker writes its samples there and `/metrics` sums them; run in-process
+(tests, `flask run`) the default registry is used.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+REQUESTS = Counter(
+    "modelserver_requests_total", "HTTP requests answered", ["endpoint", "method", "code"]
+)
+LATENCY = Histogram(
+    "modelserver_request_duration_seconds",
+    "Time to answer a request",
+    ["endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+BATCH_SIZE = Histogram(
+    "modelserver_batch_size",
+    "Images per forward pass",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+IMAGES = Counter("modelserver_images_total", "Images classified")
+QUEUE_DEPTH = Gauge(
+    "modelserver_queue_depth", "Images waiting for the model", multiprocess_mode="livesum"
+)
+MODEL_LOAD_SECONDS = Gauge(
+    "modelserver_model_load_seconds",
+    "Seconds spent loading and warming up the model",
+    multiprocess_mode="livemax",
+)
+MODEL_READY = Gauge(
+    "modelserver_model_ready", "1 once the model is loaded and warm", multiprocess_mode="livemin"
+)
+
+
+def render() -> bytes:
+    """The exposition text for `/metrics`, summed over workers when there are several."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest(DEFAULT_REGISTRY)

@@ -1,0 +1,140 @@
+"""The model's life in one worker: load and warm up in the background, classify, drain.
+
+Loading runs on a thread so that the HTTP layer answers `/healthz` (and a 503 from
+`/readyz`) while the model is still loading, as Kubernetes probes expect.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import metrics
+from .batcher import DynamicBatcher
+from .config import Settings
+from .images import ImageError
+from .models import Classifier, ModelLoadError, load_classifier
+from .weights import WeightsUnavailable
+
+log = logging.getLogger(__name__)
+
+Prediction = dict[str, Any]
+
+
+class State(enum.Enum):
+    LOADING = "loading"
+    READY = "ready"
+    DRAINING = "draining"
+    FAILED = "failed"
+
+
+class NotReady(RuntimeError):
+    """The model cannot take requests now (loading, draining or failed)."""
+
+
+class ModelService:
+    """One worker's model, batcher and lifecycle state."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        load: Callable[[Settings], Classifier] = load_classifier,
+        on_load_failure: Callable[[Exception], None] = lambda error: None,
+    ) -> None:
+        self.settings = settings
+        self.state = State.LOADING
+        self.failure: str | None = None
+        self._load = load
+        self._on_load_failure = on_load_failure
+        self._classifier: Classifier | None = None
+        self._batcher: DynamicBatcher | None = None
+        threading.Thread(target=self._load_and_warm_up, name="model-loader", daemon=True).start()
+
+    @property
+    def classifier(self) -> Classifier:
+        if self._classifier is None or self.state in (State.LOADING, State.FAILED):
+            raise NotReady(self.failure or "the model is still loading")
+        return self._classifier
+
+    def classify(self, uploads: list[bytes], top_k: int) -> list[list[Prediction]]:
+        """Top-k predictions for each upload, in order; `ImageError` names the bad one."""
+        classifier = self.classifier
+        if self._batcher is None:
+            raise NotReady("the model is still loading")
+        inputs = []
+        for position, data in enumerate(uploads):
+            try:
+                inputs.append(classifier.preprocess(data, self.settings.max_image_pixels))
+            except ImageError as error:
+                where = f"image {position + 1} of {len(uploads)}: " if len(uploads) > 1 else ""
+                raise ImageError(where + str(error)) from None
+        probabilities = self._batcher.submit(inputs)
+        metrics.IMAGES.inc(len(inputs))
+        return [top_predictions(p, classifier.labels, top_k) for p in probabilities]
+
+    def begin_draining(self) -> None:
+        """Report not-ready while in-flight requests finish (SIGTERM under gunicorn)."""
+        self.state = State.DRAINING
+        metrics.MODEL_READY.set(0)
+
+    def describe(self) -> dict[str, Any]:
+        description: dict[str, Any] = {
+            "name": self.settings.served_name,
+            "state": self.state.value,
+            "ready": self.state is State.READY,
+            "batching": {
+                "max_size": self.settings.batch_max_size,
+                "max_delay_ms": self.settings.batch_max_delay_ms,
+            },
+        }
+        if self._classifier is not None:
+            description |= self._classifier.describe()
+        if self.failure:
+            description["error"] = self.failure
+        return description
+
+    def _load_and_warm_up(self) -> None:
+        started = time.monotonic()
+        try:
+            classifier = self._load(self.settings)
+            classifier.warm_up(tuple(sorted({1, self.settings.batch_max_size})))
+        except (ModelLoadError, WeightsUnavailable) as error:
+            self._fail(error, str(error))
+            return
+        except Exception as error:
+            self._fail(error, f"the model failed to load: {type(error).__name__}: {error}")
+            return
+        self._classifier = classifier
+        self._batcher = DynamicBatcher(
+            classifier.predict_batch,
+            self.settings.batch_max_size,
+            self.settings.batch_max_delay_ms / 1000,
+            on_batch=metrics.BATCH_SIZE.observe,
+            on_queue_change=metrics.QUEUE_DEPTH.set,
+        )
+        seconds = time.monotonic() - started
+        metrics.MODEL_LOAD_SECONDS.set(seconds)
+        metrics.MODEL_READY.set(1)
+        if self.state is State.LOADING:
+            self.state = State.READY
+        log.info("model %s ready in %.1f s (%s)", classifier.name, seconds, classifier.source)
+
+    def _fail(self, error: Exception, message: str) -> None:
+        self.failure = message
+        self.state = State.FAILED
+        log.critical("cannot serve: %s", message)
+        self._on_load_failure(error)
+
+
+def top_predictions(
+    probabilities: np.ndarray, labels: tuple[str, ...], top_k: int
+) -> list[Prediction]:
+    """The `top_k` most probable labels, most probable first, in the tutorial's shape."""
+    best = np.argsort(-probabilities, kind="stable")[:top_k]
+    return [{"label": labels[i], "probability": float(probabilities[i])} for i in best]

@@ -1,0 +1,73 @@
+"""Where the ResNet50 weights come from: the official Keras download, cached, or a local file.
+
+Kept free of TensorFlow so that the CLI can settle the weights (and fail with a clear
+message when offline) before gunicorn starts, and so a Docker build can bake them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+# The file, address and md5 that keras.applications.ResNet50(weights="imagenet") uses.
+OFFICIAL_FILE_NAME = "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
+OFFICIAL_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/resnet/" + OFFICIAL_FILE_NAME
+)
+OFFICIAL_MD5 = "2cb95161c43110f7111970584f804107"
+
+
+class WeightsUnavailable(RuntimeError):
+    """The weights cannot be had; the message tells the operator what to set instead."""
+
+
+def keras_cache_dir() -> Path:
+    """Keras' own cache (`$KERAS_HOME/models`), so a file Keras downloaded is reused."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def resolve_weights(spec: str, timeout_s: float = 60.0) -> Path:
+    """The local path of the weights that `spec` ('imagenet' or a path) names."""
+    if spec != "imagenet":
+        path = Path(spec)
+        if not path.is_file():
+            raise WeightsUnavailable(f"MODEL_WEIGHTS={spec}: no such file")
+        return path
+    cached = keras_cache_dir() / OFFICIAL_FILE_NAME
+    if cached.is_file() and file_digest(cached, "md5") == OFFICIAL_MD5:
+        return cached
+    try:
+        download(OFFICIAL_URL, cached, OFFICIAL_MD5, timeout_s)
+    except (OSError, urllib.error.URLError, ValueError) as error:
+        raise WeightsUnavailable(
+            f"cannot download the official ResNet50 ImageNet weights from {OFFICIAL_URL} "
+            f"({error}). Without internet, set MODEL_WEIGHTS to a local weights file "
+            "(Keras' resnet50_weights_tf_dim_ordering_tf_kernels.h5 layout), or MODEL_FILE "
+            "(and MODEL_LABELS) to serve a .keras or .tflite classifier."
+        ) from None
+    return cached
+
+
+def download(url: str, destination: Path, md5: str, timeout_s: float) -> None:
+    """Fetch `url` to `destination` atomically, refusing a file whose md5 differs."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=destination.parent, delete=False) as partial:
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:
+                shutil.copyfileobj(response, partial)
+            partial.close()
+            if file_digest(Path(partial.name), "md5") != md5:
+                raise ValueError(f"the download's md5 is not {md5}")
+            Path(partial.name).replace(destination)
+        finally:
+            Path(partial.name).unlink(missing_ok=True)
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    with path.open("rb") as stream:
+        return hashlib.file_digest(stream, algorithm).hexdigest()

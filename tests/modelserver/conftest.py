@@ -1,0 +1,79 @@
+"""Real models and real servers for the model-server tests.
+
+Servers are started the way users start them (`modelserver serve`, so gunicorn) on free
+loopback ports, once per session where the test does not stop them itself.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from serving import RunningServer, start_server, wait_ready
+
+
+@pytest.fixture(scope="session")
+def images_dir(shared_dir: Path) -> Path:
+    return shared_dir / "images"
+
+
+@pytest.fixture(scope="session")
+def mobilenet_file(shared_dir: Path) -> Path:
+    return shared_dir / "models" / "mobilenet_v2_1.0_224_quant.tflite"
+
+
+@pytest.fixture(scope="session")
+def mobilenet_labels(shared_dir: Path) -> Path:
+    return shared_dir / "models" / "imagenet_labels.txt"
+
+
+@pytest.fixture(scope="session")
+def resnet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A seeded random ResNet50 in the official Keras weights layout (legacy HDF5)."""
+    path = tmp_path_factory.mktemp("weights") / "resnet50_seeded.h5"
+    script = (
+        "import sys, h5py, keras\n"
+        "from keras.src.legacy.saving import legacy_h5_format\n"
+        "keras.utils.set_random_seed(20261124)\n"
+        "model = keras.applications.ResNet50(weights=None)\n"
+        "with h5py.File(sys.argv[1], 'w') as f:\n"
+        "    legacy_h5_format.save_weights_to_hdf5_group(f, model)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(path)], check=True, capture_output=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def server_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("server-logs")
+
+
+@pytest.fixture(scope="session")
+def mobilenet_server(
+    server_logs: Path, mobilenet_file: Path, mobilenet_labels: Path
+) -> Iterator[RunningServer]:
+    """The real MobileNetV2 served through gunicorn, for accuracy and concurrency tests."""
+    server = start_server(
+        server_logs,
+        "--model-file",
+        str(mobilenet_file),
+        "--labels",
+        str(mobilenet_labels),
+        "--max-upload-bytes",
+        str(2 * 1024 * 1024),
+    )
+    wait_ready(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def resnet_server(server_logs: Path, resnet_weights: Path) -> Iterator[RunningServer]:
+    """ResNet50 from a weights file, through gunicorn, as a pod runs it."""
+    server = start_server(server_logs, "--weights", str(resnet_weights))
+    wait_ready(server)
+    yield server
+    server.stop()

@@ -1,0 +1,93 @@
+"""Starting and probing real model-server processes (`modelserver serve`, so gunicorn)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+# Expected top-1 for each photo in ../shared/images (its README: the Keras 0-999 index).
+EXPECTED_TOP1 = {
+    "dog.jpg": 162,
+    "jemma.png": 162,
+    "bmw.png": 511,
+    "soccer_ball.jpg": 805,
+    "cat_720p.jpg": 285,
+    "parrot.jpg": 88,
+    "hot_dog.jpg": 934,
+    "grace_hopper.bmp": 652,
+    "bird.bmp": 19,
+    "dragonfly.bmp": 319,
+    "mountain_bike.jpeg": 671,
+}
+
+
+@dataclass
+class RunningServer:
+    """A `modelserver serve` process and where to reach it."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def log_tail(self) -> str:
+        return self.log.read_text(errors="replace")[-3000:]
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def start_server(log_dir: Path, *flags: str, env: dict[str, str] | None = None) -> RunningServer:
+    """Start `modelserver serve` on a free port; does not wait for readiness."""
+    port = free_port()
+    log = log_dir / f"server-{port}.log"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "modelserver",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *flags,
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=log_dir,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+    )
+    return RunningServer(process, f"http://127.0.0.1:{port}", log)
+
+
+def wait_ready(server: RunningServer, timeout_s: float = 180) -> list[int]:
+    """Poll /readyz until 200; returns every status seen (0 for no answer yet)."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert server.process.poll() is None, f"server exited:\n{server.log_tail()}"
+        try:
+            seen.append(requests.get(server.url + "/readyz", timeout=5).status_code)
+        except requests.ConnectionError:
+            seen.append(0)
+        if seen[-1] == 200:
+            return seen
+        time.sleep(0.1)
+    raise AssertionError(f"server not ready in {timeout_s}s:\n{server.log_tail()}")
