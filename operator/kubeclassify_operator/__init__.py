@@ -1,0 +1,1 @@
+"""Kubeclassify operator: runs image classifiers declared as ImageClassifier resources."""

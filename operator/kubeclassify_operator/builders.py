@@ -1,0 +1,298 @@
+"""Pure functions from a validated spec to the children's manifests (and to their patches).
+
+Nothing here talks to the API: the same inputs always give the same dicts, so they are
+unit-tested table-driven and validated against the official Kubernetes schemas.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from kubeclassify_operator.spec import GROUP, KIND, VERSION, ImageClassifierSpec
+
+APP_NAME = "kubeclassify"
+MANAGER = "kubeclassify-operator"
+COMPONENT = "modelserver"
+CONTAINER_NAME = "modelserver"
+CONTAINER_PORT = 5000
+PORT_NAME = "http"
+LAST_APPLIED = f"{GROUP}/last-applied"
+
+# SIGTERM makes the server drain in-flight requests for up to ~30 s; leave headroom.
+TERMINATION_GRACE_SECONDS = 45
+# Model load + warm-up takes 10-60 s: allow 5 s x 36 = 3 minutes before the kubelet gives up.
+STARTUP_PERIOD_SECONDS = 5
+STARTUP_FAILURE_THRESHOLD = 36
+SERVER_USER_ID = 10001
+
+DEFAULT_POD_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(CONTAINER_PORT),
+    "prometheus.io/path": "/metrics",
+}
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The identity of the ImageClassifier that owns (and names) every child."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> "Owner":
+        meta = body["metadata"]
+        return cls(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", ""))
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    """The immutable Deployment selector: the smallest set that identifies one instance."""
+    return {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": name}
+
+
+def selector_string(name: str) -> str:
+    """The selector in the `a=b,c=d` form the scale subresource and HPAs expect."""
+    return ",".join(f"{key}={value}" for key, value in sorted(selector_labels(name).items()))
+
+
+def common_labels(name: str) -> dict[str, str]:
+    return {
+        **selector_labels(name),
+        "app.kubernetes.io/component": COMPONENT,
+        "app.kubernetes.io/managed-by": MANAGER,
+    }
+
+
+def owner_reference(owner: Owner) -> dict[str, Any]:
+    """A controller reference, so deleting the ImageClassifier garbage-collects the child."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(owner: Owner) -> dict[str, Any]:
+    return {
+        "name": owner.name,
+        "namespace": owner.namespace,
+        "labels": common_labels(owner.name),
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def server_env(spec: ImageClassifierSpec) -> list[dict[str, Any]]:
+    """The model server's configuration variables, then the user's (which may override)."""
+    server = spec.server
+    fixed = {
+        "MODEL_NAME": spec.model,
+        "PORT": CONTAINER_PORT,
+        "TOP_K": server.top_k,
+        "BATCH_MAX_SIZE": server.max_batch_size,
+        "BATCH_MAX_DELAY_MS": server.max_batch_delay_ms,
+        "MAX_UPLOAD_BYTES": server.max_upload_bytes,
+        "WORKERS": server.workers,
+        "THREADS": server.threads,
+    }
+    overridden = {var.name for var in spec.env}
+    env: list[dict[str, Any]] = [
+        {"name": key, "value": str(value)} for key, value in fixed.items() if key not in overridden
+    ]
+    env += [var.model_dump(by_alias=True, exclude_none=True) for var in spec.env]
+    return env
+
+
+def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": PORT_NAME},
+        "periodSeconds": period,
+        "timeoutSeconds": 3,
+        "failureThreshold": failures,
+    }
+
+
+def _container(spec: ImageClassifierSpec) -> dict[str, Any]:
+    return {
+        "name": CONTAINER_NAME,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "ports": [{"name": PORT_NAME, "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
+        "env": server_env(spec),
+        "resources": spec.resources.model_dump(by_alias=True),
+        "startupProbe": _probe(
+            "/healthz", period=STARTUP_PERIOD_SECONDS, failures=STARTUP_FAILURE_THRESHOLD
+        ),
+        "readinessProbe": _probe("/readyz", period=5, failures=2),
+        "livenessProbe": _probe("/healthz", period=10, failures=3),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": SERVER_USER_ID,
+            "runAsGroup": SERVER_USER_ID,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+
+
+def _pod_spec(spec: ImageClassifierSpec) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "containers": [_container(spec)],
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "fsGroup": SERVER_USER_ID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "automountServiceAccountToken": False,
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+    }
+    if spec.image_pull_secrets:
+        pod["imagePullSecrets"] = [ref.model_dump() for ref in spec.image_pull_secrets]
+    if spec.node_selector:
+        pod["nodeSelector"] = dict(spec.node_selector)
+    if spec.tolerations:
+        pod["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations
+        ]
+    if spec.affinity:
+        pod["affinity"] = spec.affinity
+    return pod
+
+
+def build_deployment(
+    owner: Owner, spec: ImageClassifierSpec, current_replicas: int | None = None
+) -> dict[str, Any]:
+    """The model-server Deployment.
+
+    With autoscaling the HPA owns `.spec.replicas`: the Deployment keeps whatever the HPA
+    last set (`current_replicas`), starting at minReplicas, so the operator never fights it.
+    """
+    if spec.autoscaling is None:
+        replicas = spec.replicas
+    elif current_replicas is not None:
+        replicas = current_replicas
+    else:
+        replicas = spec.autoscaling.min_replicas
+    labels = common_labels(owner.name)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector_labels(owner.name)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "template": {
+                "metadata": {
+                    "labels": {**spec.pod_labels, **labels},
+                    "annotations": {**DEFAULT_POD_ANNOTATIONS, **spec.pod_annotations},
+                },
+                "spec": _pod_spec(spec),
+            },
+        },
+    }
+
+
+def build_service(owner: Owner, spec: ImageClassifierSpec) -> dict[str, Any]:
+    """The Service in front of the pods: `port` -> the container's named `http` port."""
+    metadata = _metadata(owner)
+    if spec.service.annotations:
+        metadata["annotations"] = dict(spec.service.annotations)
+    service_spec: dict[str, Any] = {
+        "type": spec.service.type,
+        "selector": selector_labels(owner.name),
+        "ports": [
+            {
+                "name": PORT_NAME,
+                "port": spec.service.port,
+                "targetPort": PORT_NAME,
+                "protocol": "TCP",
+            }
+        ],
+    }
+    if spec.service.load_balancer_source_ranges:
+        service_spec["loadBalancerSourceRanges"] = list(spec.service.load_balancer_source_ranges)
+    return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": service_spec}
+
+
+def build_hpa(owner: Owner, spec: ImageClassifierSpec) -> dict[str, Any] | None:
+    """An autoscaling/v2 HPA on the Deployment's CPU, or None when autoscaling is off."""
+    if spec.autoscaling is None:
+        return None
+    utilization = spec.autoscaling.target_cpu_utilization_percentage
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _metadata(owner),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": owner.name},
+            "minReplicas": spec.autoscaling.min_replicas,
+            "maxReplicas": spec.autoscaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {
+                            "type": "Utilization",
+                            "averageUtilization": utilization,
+                        },
+                    },
+                }
+            ],
+        },
+    }
+
+
+def with_last_applied(desired: dict[str, Any]) -> dict[str, Any]:
+    """Record the manifest in an annotation, so the next patch can remove dropped fields."""
+    meta = desired["metadata"]
+    annotations = {**meta.get("annotations", {}), LAST_APPLIED: json.dumps(desired, sort_keys=True)}
+    return {**desired, "metadata": {**meta, "annotations": annotations}}
+
+
+def last_applied(current: dict[str, Any]) -> dict[str, Any]:
+    """The manifest the operator applied last time (empty if none or unreadable)."""
+    raw = current.get("metadata", {}).get("annotations", {}).get(LAST_APPLIED)
+    try:
+        parsed = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def merge_patch(last: Any, desired: Any) -> Any:
+    """A JSON merge patch (RFC 7386) that sets all of `desired` and nulls what `last` had extra.
+
+    Re-sending every desired field restores hand edits; nulling the fields the operator set
+    last time but no longer wants (a removed nodeSelector key, say) removes them.
+    """
+    if not (isinstance(last, dict) and isinstance(desired, dict)):
+        return desired
+    patch = {key: merge_patch(last.get(key), value) for key, value in desired.items()}
+    patch.update({key: None for key in last if key not in desired})
+    return patch
+
+
+def is_subset(desired: Any, current: Any) -> bool:
+    """Whether `current` already has every field of `desired` (server-side extras ignored)."""
+    if isinstance(desired, dict):
+        return isinstance(current, dict) and all(
+            key in current and is_subset(value, current[key]) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(current, list)
+            and len(desired) == len(current)
+            and all(is_subset(d, c) for d, c in zip(desired, current, strict=True))
+        )
+    return bool(desired == current)

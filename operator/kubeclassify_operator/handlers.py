@@ -1,0 +1,59 @@
+"""kopf glue: every trigger runs the same level-based `reconcile` for the affected classifier."""
+
+import logging
+from typing import Any, cast
+
+import kopf
+
+from kubeclassify_operator.builders import MANAGER
+from kubeclassify_operator.kube import CLASSIFIERS, Kube, load_config
+from kubeclassify_operator.reconcile import reconcile
+from kubeclassify_operator.spec import GROUP, PLURAL, VERSION
+
+MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
+INSTANCE_LABEL = "app.kubernetes.io/instance"
+RETRY_SECONDS = 10
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Keep kopf's bookkeeping in our own annotations: the status belongs to the CRD schema."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.INFO
+    memo["kube"] = Kube(load_config())
+
+
+def _poster(body: dict[str, Any]) -> Any:
+    def post(type_: str, reason: str, message: str) -> None:
+        kopf.event(kopf.Body(cast(kopf.RawBody, body)), type=type_, reason=reason, message=message[:1024])
+
+    return post
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=RETRY_SECONDS)
+@kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_SECONDS)
+@kopf.on.update(GROUP, VERSION, PLURAL, backoff=RETRY_SECONDS)
+def classifier_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The classifier was created, edited, or found at startup."""
+    raw = dict(body)
+    reconcile(memo["kube"], raw, _poster(raw))
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+@kopf.on.event("", "v1", "services", labels=MANAGED)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
+@kopf.on.event("", "v1", "pods", labels=MANAGED)
+def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """A child was edited, deleted or changed state: restore it and refresh the status now."""
+    name = body.metadata.labels.get(INSTANCE_LABEL)
+    namespace = body.metadata.namespace
+    if not name or not namespace:
+        return
+    kube: Kube = memo["kube"]
+    owner = kube.get(CLASSIFIERS, namespace, name)
+    if owner is None or owner["metadata"].get("deletionTimestamp"):
+        return  # the classifier is gone; garbage collection removes the rest
+    reconcile(kube, owner, _poster(owner))

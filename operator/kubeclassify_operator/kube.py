@@ -1,0 +1,109 @@
+"""A small JSON-in, JSON-out Kubernetes client on top of the official client's auth and transport.
+
+The typed models of the official client get in the way of comparing manifests as dicts, so
+this speaks plain JSON with JSON merge patches, which every resource supports.
+"""
+
+import json
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+import kubernetes
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from kubeclassify_operator.spec import GROUP, PLURAL, VERSION
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Where a namespaced resource lives in the API."""
+
+    prefix: str  # "/api/v1" or "/apis/<group>/<version>"
+    plural: str
+
+    def path(self, namespace: str, name: str | None = None, sub: str | None = None) -> str:
+        path = f"{self.prefix}/namespaces/{namespace}/{self.plural}"
+        if name:
+            path += f"/{name}"
+        if sub:
+            path += f"/{sub}"
+        return path
+
+
+DEPLOYMENTS = Kind("/apis/apps/v1", "deployments")
+SERVICES = Kind("/api/v1", "services")
+HPAS = Kind("/apis/autoscaling/v2", "horizontalpodautoscalers")
+PODS = Kind("/api/v1", "pods")
+CLASSIFIERS = Kind(f"/apis/{GROUP}/{VERSION}", PLURAL)
+
+
+def load_config() -> ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG honoured)."""
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+    return ApiClient()
+
+
+class Kube:
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> dict[str, Any] | None:
+        """One API call; returns the JSON answer, or None for 404."""
+        if query:
+            path = f"{path}?{urlencode(query)}"
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        params = self.api.param_serialize(
+            method=method,
+            resource_path=path,
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self.api.call_api(*params)
+        data: bytes = response.response.data
+        if response.status == 404:
+            return None
+        if response.status >= 400:
+            raise ApiException(status=response.status, reason=response.reason, body=data.decode())
+        result: dict[str, Any] = json.loads(data) if data else {}
+        return result
+
+    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.request("GET", kind.path(namespace, name))
+
+    def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        return self.request("POST", kind.path(namespace), body)
+
+    def patch(
+        self, kind: Kind, namespace: str, name: str, patch: dict[str, Any], sub: str | None = None
+    ) -> dict[str, Any] | None:
+        path = kind.path(namespace, name, sub)
+        return self.request("PATCH", path, patch, content_type=MERGE_PATCH)
+
+    def delete(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.request("DELETE", kind.path(namespace, name))
+
+    def list(self, kind: Kind, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        """Objects matching the labels (also filtered here, for API servers that ignore it)."""
+        query = {"labelSelector": ",".join(f"{k}={v}" for k, v in sorted(selector.items()))}
+        answer = self.request("GET", kind.path(namespace), query=query) or {}
+        return [
+            item
+            for item in answer.get("items", [])
+            if selector.items() <= item.get("metadata", {}).get("labels", {}).items()
+        ]

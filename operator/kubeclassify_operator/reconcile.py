@@ -1,0 +1,130 @@
+"""One level-based pass: bring the children to the desired state, then report the status.
+
+Every step compares first and writes only on a difference, so running it again changes
+nothing; that is what lets any event (the classifier's or a child's) simply re-run it.
+"""
+
+import datetime
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from kubeclassify_operator import builders, status
+from kubeclassify_operator.builders import Owner
+from kubeclassify_operator.kube import CLASSIFIERS, DEPLOYMENTS, HPAS, PODS, SERVICES, Kind, Kube
+from kubeclassify_operator.spec import ImageClassifierSpec, InvalidSpec, parse_spec
+
+EventPoster = Callable[[str, str, str], None]
+"""post(type, reason, message): an Event on the ImageClassifier."""
+
+# Failures worth a Warning event when Ready turns False for them.
+_WARNING_REASONS = {
+    "InvalidSpec",
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "OOMKilled",
+    "Unschedulable",
+}
+
+
+def utcnow() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def reconcile(
+    kube: Kube, body: dict[str, Any], post: EventPoster, now: Callable[[], str] = utcnow
+) -> None:
+    """Create-or-patch the children of one ImageClassifier and write its status."""
+    owner = Owner.from_body(body)
+    previous: dict[str, Any] = dict(body.get("status") or {})
+    generation = body["metadata"].get("generation")
+    try:
+        spec = parse_spec(dict(body.get("spec") or {}))
+        _apply_children(kube, owner, spec, post)
+    except InvalidSpec as exc:
+        new = status.invalid_status(
+            previous=previous, message=str(exc), generation=generation, now=now()
+        )
+    else:
+        observed = status.Observed(
+            deployment=kube.get(DEPLOYMENTS, owner.namespace, owner.name),
+            service=kube.get(SERVICES, owner.namespace, owner.name),
+            pods=kube.list(PODS, owner.namespace, builders.selector_labels(owner.name)),
+        )
+        new = status.compute_status(
+            name=owner.name,
+            spec=spec,
+            observed=observed,
+            previous=previous,
+            generation=generation,
+            now=now(),
+        )
+    if new != previous:
+        patch = builders.merge_patch(previous, new)
+        kube.patch(CLASSIFIERS, owner.namespace, owner.name, {"status": patch}, sub="status")
+        _announce_readiness(status.ready_condition(previous), status.ready_condition(new), post)
+
+
+def _apply_children(kube: Kube, owner: Owner, spec: ImageClassifierSpec, post: EventPoster) -> None:
+    current = kube.get(DEPLOYMENTS, owner.namespace, owner.name)
+    replicas = current.get("spec", {}).get("replicas") if current else None
+    _apply(kube, DEPLOYMENTS, builders.build_deployment(owner, spec, replicas), current, post)
+    current = kube.get(SERVICES, owner.namespace, owner.name)
+    _apply(kube, SERVICES, builders.build_service(owner, spec), current, post)
+    current = kube.get(HPAS, owner.namespace, owner.name)
+    hpa = builders.build_hpa(owner, spec)
+    if hpa is not None:
+        _apply(kube, HPAS, hpa, current, post)
+    elif current is not None and _controlled_by(current, owner):
+        kube.delete(HPAS, owner.namespace, owner.name)
+        post("Normal", "Deleted", f"Deleted HorizontalPodAutoscaler {owner.name} (autoscaling off)")
+
+
+def _controlled_by(child: dict[str, Any], owner: Owner) -> bool:
+    refs = child.get("metadata", {}).get("ownerReferences", [])
+    return any(ref.get("controller") and ref.get("uid") == owner.uid for ref in refs)
+
+
+def _apply(
+    kube: Kube,
+    kind: Kind,
+    desired: dict[str, Any],
+    current: dict[str, Any] | None,
+    post: EventPoster,
+) -> None:
+    """Create the child if missing, patch it if it drifted, leave it alone otherwise."""
+    desired = builders.with_last_applied(desired)
+    meta = desired["metadata"]
+    what = f"{desired['kind']} {meta['name']}"
+    try:
+        if current is None:
+            kube.create(kind, meta["namespace"], desired)
+            post("Normal", "Created", f"Created {what}")
+        elif not builders.is_subset(desired, current):
+            patch = builders.merge_patch(builders.last_applied(current), desired)
+            kube.patch(kind, meta["namespace"], meta["name"], patch)
+            post("Normal", "Updated", f"Updated {what} to match the spec")
+    except ApiException as exc:
+        if exc.status == 409:
+            return  # created concurrently by another pass; its event brings us back
+        if exc.status in (400, 422):  # e.g. an affinity the API server refuses
+            raise InvalidSpec(f"the API server rejected the {what}: {exc.body}") from exc
+        raise
+
+
+def _announce_readiness(
+    before: dict[str, Any] | None, after: dict[str, Any] | None, post: EventPoster
+) -> None:
+    """An Event whenever readiness or its reason changes (never for a no-op pass)."""
+    if after is None:
+        return
+    unchanged = before and before.get("status") == after["status"]
+    if unchanged and before and before.get("reason") == after["reason"]:
+        return
+    if after["status"] == "True":
+        post("Normal", "Ready", after["message"])
+    elif after["reason"] in _WARNING_REASONS:
+        post("Warning", after["reason"], after["message"])
+    else:
+        post("Normal", after["reason"], after["message"])

@@ -1,0 +1,337 @@
+"""Fixtures for the operator tests: a Kubernetes API emulator over real HTTP, and the operator.
+
+The emulator is kmock's `KubernetesEmulator` in a background thread; the operator is the real
+`kubeclassify-operator` console command in a subprocess, pointed at it with a kubeconfig.
+Tests drive the "cluster" over HTTP, the way kubectl and controllers would.
+"""
+
+import asyncio
+import datetime
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import kmock
+import pytest
+import requests
+import yaml
+from kmock._internal import enums, rendering
+
+from kubeclassify_operator.spec import GROUP, KIND, PLURAL, VERSION
+
+T = TypeVar("T")
+
+IC_PATH = f"/apis/{GROUP}/{VERSION}"
+RESOURCES: dict[str, kmock.ResourceInfo] = {
+    f"{GROUP}/{VERSION}/{PLURAL}": kmock.ResourceInfo(
+        kind=KIND,
+        namespaced=True,
+        verbs={"get", "list", "watch", "create", "patch", "delete"},
+        subresources={"status", "scale"},
+        shortnames={"ic"},
+    ),
+    "apps/v1/deployments": kmock.ResourceInfo(kind="Deployment", namespaced=True),
+    "v1/services": kmock.ResourceInfo(kind="Service", namespaced=True),
+    "v1/pods": kmock.ResourceInfo(kind="Pod", namespaced=True),
+    "v1/events": kmock.ResourceInfo(kind="Event", namespaced=True),
+    # kopf waits for namespaces to be served even when it watches the whole cluster.
+    "v1/namespaces": kmock.ResourceInfo(kind="Namespace", namespaced=False),
+    "autoscaling/v2/horizontalpodautoscalers": kmock.ResourceInfo(
+        kind="HorizontalPodAutoscaler", namespaced=True
+    ),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": kmock.ResourceInfo(
+        kind="CustomResourceDefinition", namespaced=False
+    ),
+    "kopf.dev/v1/clusterkopfpeerings": kmock.ResourceInfo(
+        kind="ClusterKopfPeering", namespaced=False
+    ),
+}
+for info in RESOURCES.values():
+    info.verbs = {"get", "list", "watch", "create", "patch", "delete"}
+
+
+class ApiServerEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+    """kmock's emulator plus the metadata an API server assigns on writes.
+
+    kmock stores objects verbatim; a real API server also fills in `generateName` (kopf's
+    Events rely on it), `uid` (owner references point to it) and bumps `generation` when
+    the spec changes (observedGeneration reports it). Nothing else is changed.
+    """
+
+    _serial = itertools.count(1)
+
+    async def _handle(self, request: rendering.Request) -> Any:
+        data = request.data
+        if request.resource is not None and isinstance(data, dict):
+            meta = data.setdefault("metadata", {})
+            if request.action == enums.action.CREATE:
+                if not meta.get("name") and meta.get("generateName"):
+                    meta["name"] = f"{meta['generateName']}{next(self._serial)}"
+                meta.setdefault("uid", str(uuid.uuid4()))
+                meta.setdefault("generation", 1)
+                meta.setdefault("creationTimestamp", _now())
+            elif request.action == enums.action.UPDATE and "spec" in data:
+                key = (request.resource, request.namespace, request.name)
+                if request.subresource is None and key in self.objects:
+                    old = self.objects[key]
+                    if not old.deleted:
+                        meta["generation"] = old.get("metadata", {}).get("generation", 1) + 1
+        return await super()._handle(request)
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class EmulatorThread(threading.Thread):
+    """Runs the emulator's HTTP server on its own event loop, so tests stay synchronous."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.url = ""
+        self.emulator: ApiServerEmulator | None = None
+        self._ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._stop_event: asyncio.Event | None = None
+
+    def run(self) -> None:
+        self._loop.run_until_complete(self._serve())
+
+    async def _serve(self) -> None:
+        self._stop_event = asyncio.Event()
+        async with ApiServerEmulator() as emulator, kmock.Server(emulator) as server:
+            for resource, info in RESOURCES.items():
+                emulator.resources[resource] = info
+            self.emulator = emulator
+            self.url = str(server.url).rstrip("/")
+            self._ready.set()
+            await self._stop_event.wait()
+
+    def start_and_wait(self) -> None:
+        self.start()
+        assert self._ready.wait(10), "the emulator did not start"
+
+    def stop(self) -> None:
+        if self._stop_event is not None:
+            self._loop.call_soon_threadsafe(self._stop_event.set)
+        self.join(10)
+
+
+class Cluster:
+    """A thin HTTP client for the emulated API, plus polling for eventual consistency."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.session = requests.Session()
+
+    def _call(self, method: str, path: str, body: Any = None) -> requests.Response:
+        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+        return self.session.request(method, self.url + path, json=body, headers=headers, timeout=10)
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        response = self._call("GET", path)
+        if response.status_code == 404:
+            return None
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = self._call("POST", path, body)
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def patch(self, path: str, patch: dict[str, Any]) -> None:
+        self._call("PATCH", path, patch).raise_for_status()
+
+    def delete(self, path: str) -> None:
+        self._call("DELETE", path).raise_for_status()
+
+    def items(self, path: str) -> list[dict[str, Any]]:
+        answer = self.get(path) or {}
+        items: list[dict[str, Any]] = answer.get("items", [])
+        return items
+
+    @staticmethod
+    def wait(probe: Callable[[], T | None], timeout: float = 15, what: str = "") -> T:
+        """Poll until `probe` returns something truthy; fail with `what` otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = probe()
+            if result:
+                return result
+            if time.monotonic() > deadline:
+                pytest.fail(f"timed out after {timeout}s waiting for {what or probe}")
+            time.sleep(0.05)
+
+
+class Namespace:
+    """Paths and shortcuts for one test's namespace in the shared emulated cluster."""
+
+    def __init__(self, cluster: Cluster, name: str) -> None:
+        self.cluster = cluster
+        self.name = name
+
+    def path(self, kind: str, name: str = "", sub: str = "") -> str:
+        prefix = {
+            "imageclassifiers": IC_PATH,
+            "deployments": "/apis/apps/v1",
+            "horizontalpodautoscalers": "/apis/autoscaling/v2",
+        }.get(kind, "/api/v1")
+        return "/".join(
+            part for part in (f"{prefix}/namespaces/{self.name}/{kind}", name, sub) if part
+        )
+
+    def create_classifier(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "metadata": {"name": name, "namespace": self.name},
+            "spec": spec,
+        }
+        return self.cluster.create(self.path("imageclassifiers"), body)
+
+    def get(self, kind: str, name: str) -> dict[str, Any] | None:
+        return self.cluster.get(self.path(kind, name))
+
+    def wait_for(
+        self,
+        kind: str,
+        name: str,
+        check: Callable[[dict[str, Any]], bool] = lambda _: True,
+        what: str = "",
+        timeout: float = 15,
+    ) -> dict[str, Any]:
+        """The object once it exists and passes `check`."""
+
+        def probe() -> dict[str, Any] | None:
+            obj = self.get(kind, name)
+            return obj if obj is not None and check(obj) else None
+
+        return self.cluster.wait(probe, timeout, what or f"{kind}/{name}")
+
+    def condition(self, name: str, type_: str) -> dict[str, Any] | None:
+        ic = self.get("imageclassifiers", name) or {}
+        conditions = ic.get("status", {}).get("conditions", [])
+        return next((c for c in conditions if c["type"] == type_), None)
+
+    def wait_condition(
+        self, name: str, type_: str, status: str, reason: str, timeout: float = 15
+    ) -> dict[str, Any]:
+        def probe() -> dict[str, Any] | None:
+            cond = self.condition(name, type_)
+            ok = cond and cond["status"] == status and cond["reason"] == reason
+            return cond if ok else None
+
+        return self.cluster.wait(probe, timeout, f"{type_}={status}/{reason} on {name}")
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """Events about the classifier `name`, oldest first."""
+        return [
+            event
+            for event in self.cluster.items(self.path("events"))
+            if event.get("involvedObject", {}).get("name") == name
+            and event.get("involvedObject", {}).get("kind") == KIND
+        ]
+
+
+@pytest.fixture(scope="session")
+def emulator() -> Iterator[EmulatorThread]:
+    thread = EmulatorThread()
+    thread.start_and_wait()
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(emulator: EmulatorThread) -> Cluster:
+    return Cluster(emulator.url)
+
+
+@pytest.fixture(scope="session")
+def operator_process(
+    emulator: EmulatorThread, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The installed `kubeclassify-operator` command, cluster-wide, with peering, vs the emulator."""
+    workdir = tmp_path_factory.mktemp("operator")
+    kubeconfig = workdir / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "emulator", "cluster": {"server": emulator.url}}],
+                "users": [{"name": "tester", "user": {"token": "test-token"}}],
+                "contexts": [
+                    {"name": "emulator", "context": {"cluster": "emulator", "user": "tester"}}
+                ],
+                "current-context": "emulator",
+            }
+        )
+    )
+    # The peering object that `kubectl apply -k deploy/` creates (see deploy/peering.yaml).
+    peering = yaml.safe_load((REPO_ROOT / "deploy" / "peering.yaml").read_text())
+    cluster.create("/apis/kopf.dev/v1/clusterkopfpeerings", peering)
+    port = _free_port()
+    command = shutil.which("kubeclassify-operator", path=str(Path(sys.executable).parent))
+    assert command, "install the operator: pip install -e operator"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    log = (workdir / "operator.log").open("wb")
+    process = subprocess.Popen(
+        [command, "--liveness", f"http://127.0.0.1:{port}/healthz"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    process.liveness_url = f"http://127.0.0.1:{port}/healthz"  # type: ignore[attr-defined]
+    process.log_path = workdir / "operator.log"  # type: ignore[attr-defined]
+
+    def alive() -> bool:
+        assert process.poll() is None, (workdir / "operator.log").read_text()
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
+        except requests.ConnectionError:
+            return False
+
+    Cluster.wait(alive, timeout=30, what="the operator's liveness endpoint")
+    yield process
+    process.terminate()
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+_namespaces = itertools.count(1)
+
+
+@pytest.fixture
+def ns(
+    cluster: Cluster, operator_process: subprocess.Popen[bytes], request: pytest.FixtureRequest
+) -> Namespace:
+    """A fresh namespace per test in the shared cluster, with the operator running."""
+    return Namespace(cluster, f"test-{next(_namespaces)}")
