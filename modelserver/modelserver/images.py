@@ -36,7 +36,9 @@ def load_rgb(data: bytes, size: tuple[int, int], max_pixels: int) -> Image.Image
         except UnidentifiedImageError:
             raise ImageError("not an image: the format is not recognised") from None
         except Image.DecompressionBombError:
-            raise ImageError("the image's dimensions are too large") from None
+            raise ImageError(
+                f"the image's dimensions are over the limit of {max_pixels} pixels"
+            ) from None
         except Exception as error:
             raise ImageError(f"the image header is corrupt ({type(error).__name__})") from None
         width, height = image.size
@@ -44,7 +46,8 @@ def load_rgb(data: bytes, size: tuple[int, int], max_pixels: int) -> Image.Image
             raise ImageError(f"the image has no pixels ({width}x{height})")
         if width * height > max_pixels:
             raise ImageError(
-                f"the image is {width}x{height} pixels, over the limit of {max_pixels} pixels"
+                f"the image's dimensions, {width}x{height}, are over the limit of "
+                f"{max_pixels} pixels"
             )
         try:
             if image.format == "JPEG":

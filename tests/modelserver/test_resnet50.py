@@ -1,0 +1,107 @@
+"""The ResNet50 path with a generated weights file: loading, the full contract, batching."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+from modelserver.models import caffe_preprocess, imagenet_labels
+from serving import RunningServer
+
+PHOTOS = ("dog.jpg", "bmw.png", "parrot.jpg", "grace_hopper.bmp")
+
+
+def predict(server: RunningServer, *photos: Path, query: str = "") -> requests.Response:
+    files = [("image", (photo.name, photo.read_bytes())) for photo in photos]
+    return requests.post(f"{server.url}/predict{query}", files=files, timeout=60)
+
+
+def by_label(predictions: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Probabilities per label; ImageNet names two classes "crane" and two "maillot"."""
+    grouped: dict[str, list[float]] = defaultdict(list)
+    for prediction in predictions:
+        grouped[prediction["label"]].append(prediction["probability"])
+    return {label: sorted(values) for label, values in grouped.items()}
+
+
+def test_the_model_is_loaded_from_the_given_weights_file(
+    resnet_server: RunningServer, resnet_weights: Path
+) -> None:
+    status = requests.get(resnet_server.url + "/v1/models/resnet50", timeout=10).json()
+    assert status["state"] == "ready" and status["ready"] is True
+    assert status["source"] == str(resnet_weights)
+    assert status["sha256"] == hashlib.sha256(resnet_weights.read_bytes()).hexdigest()
+    assert status["input_shape"] == [224, 224, 3]
+    assert status["labels"] == 1000
+
+
+def test_predict_answers_the_tutorials_contract(
+    resnet_server: RunningServer, images_dir: Path
+) -> None:
+    answer = predict(resnet_server, images_dir / "dog.jpg")
+    assert answer.status_code == 200
+    body = answer.json()
+    assert set(body) == {"success", "predictions"} and body["success"] is True
+    predictions = body["predictions"]
+    assert len(predictions) == 5
+    assert {p["label"] for p in predictions} <= set(imagenet_labels())
+    probabilities = [p["probability"] for p in predictions]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert all(0 <= p <= 1 for p in probabilities) and sum(probabilities) <= 1 + 1e-6
+
+
+def test_top_k_chooses_how_many_predictions(resnet_server: RunningServer, images_dir: Path) -> None:
+    for top_k in (1, 3, 1000):
+        answer = predict(resnet_server, images_dir / "dog.jpg", query=f"?top_k={top_k}")
+        assert len(answer.json()["predictions"]) == top_k
+    everything = answer.json()["predictions"]
+    assert abs(sum(p["probability"] for p in everything) - 1) < 1e-3
+
+
+def test_a_batch_gives_what_single_requests_give(
+    resnet_server: RunningServer, images_dir: Path
+) -> None:
+    photos = [images_dir / name for name in PHOTOS]
+    together = predict(resnet_server, *photos, query="?top_k=1000").json()["results"]
+    assert [r["filename"] for r in together] == list(PHOTOS)
+    for photo, batched in zip(photos, together, strict=True):
+        alone = predict(resnet_server, photo, query="?top_k=1000").json()["predictions"]
+        batched_by_label, alone_by_label = by_label(batched["predictions"]), by_label(alone)
+        assert batched_by_label.keys() == alone_by_label.keys()
+        for label, probabilities in alone_by_label.items():
+            assert np.allclose(batched_by_label[label], probabilities, rtol=0, atol=1e-5)
+
+
+def test_the_tf_serving_api_gives_the_same_answer(
+    resnet_server: RunningServer, images_dir: Path
+) -> None:
+    photos = [images_dir / "dog.jpg", images_dir / "bmw.png"]
+    instances = [{"b64": base64.b64encode(p.read_bytes()).decode()} for p in photos[:1]]
+    instances.append({"image_bytes": {"b64": base64.b64encode(photos[1].read_bytes()).decode()}})
+    answer = requests.post(
+        resnet_server.url + "/v1/models/resnet50:predict", json={"instances": instances}, timeout=60
+    )
+    assert answer.status_code == 200
+    v1 = answer.json()["predictions"]
+    assert len(v1) == 2
+    for photo, predictions in zip(photos, v1, strict=True):
+        multipart = predict(resnet_server, photo).json()["predictions"]
+        assert [p["label"] for p in predictions] == [p["label"] for p in multipart]
+        assert np.allclose(
+            [p["probability"] for p in predictions],
+            [p["probability"] for p in multipart],
+            atol=1e-5,
+        )
+
+
+def test_preprocessing_matches_keras() -> None:
+    from keras.applications.resnet50 import preprocess_input
+
+    pixels = np.random.default_rng(7).uniform(0, 255, (2, 224, 224, 3)).astype(np.float32)
+    expected = preprocess_input(pixels.copy())
+    assert np.allclose(caffe_preprocess(pixels), expected, atol=1e-4)
