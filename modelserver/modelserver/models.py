@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from ai_edge_litert.interpreter import Interpreter as TFLiteInterpreter
 from PIL import Image
 
 from .config import Settings
@@ -141,7 +142,7 @@ class TFLiteClassifier(Classifier):
 
     def __init__(self, path: Path, labels: tuple[str, ...] | None, threads: int) -> None:
         try:
-            self._interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=threads)
+            self._interpreter = TFLiteInterpreter(model_path=str(path), num_threads=threads)
         except Exception as error:
             raise ModelLoadError(f"MODEL_FILE={path} is not a TFLite model: {error}") from None
         self._input = self._interpreter.get_input_details()[0]

@@ -81,7 +81,7 @@ def test_the_tf_serving_api_gives_the_same_answer(
     resnet_server: RunningServer, images_dir: Path
 ) -> None:
     photos = [images_dir / "dog.jpg", images_dir / "bmw.png"]
-    instances = [{"b64": base64.b64encode(p.read_bytes()).decode()} for p in photos[:1]]
+    instances: list[dict[str, Any]] = [{"b64": base64.b64encode(photos[0].read_bytes()).decode()}]
     instances.append({"image_bytes": {"b64": base64.b64encode(photos[1].read_bytes()).decode()}})
     answer = requests.post(
         resnet_server.url + "/v1/models/resnet50:predict", json={"instances": instances}, timeout=60

@@ -1,0 +1,62 @@
+"""What can be checked of Dockerfile.server without a Docker engine."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from modelserver.config import DEFAULT_PORT
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined."""
+    text = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
+    pairs = []
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            keyword, _, rest = line.strip().partition(" ")
+            pairs.append((keyword.upper(), rest.strip()))
+    return pairs
+
+
+def test_the_files_it_copies_exist(repo_root: Path) -> None:
+    copies = [args for key, args in instructions(repo_root / "Dockerfile.server") if key == "COPY"]
+    sources = [shlex.split(args)[:-1] for args in copies if not args.startswith("--from")]
+    assert sources
+    for source in (path for group in sources for path in group):
+        assert (repo_root / source).exists(), source
+
+
+def test_the_entry_point_is_the_installed_console_command(repo_root: Path) -> None:
+    steps = dict(instructions(repo_root / "Dockerfile.server"))
+    command = shlex.split(steps["ENTRYPOINT"].strip("[]").replace(",", " "))
+    scripts = tomllib.loads((repo_root / "modelserver/pyproject.toml").read_text())["project"][
+        "scripts"
+    ]
+    assert command == ["modelserver", "serve"] and "modelserver" in scripts
+    assert steps["EXPOSE"] == str(DEFAULT_PORT)
+    assert steps["USER"] not in ("root", "0")
+
+
+def test_the_baked_weights_are_the_ones_the_server_reads(
+    repo_root: Path, resnet_weights: Path, tmp_path: Path
+) -> None:
+    steps = instructions(repo_root / "Dockerfile.server")
+    fetch = next(args for key, args in steps if key == "RUN" and "fetch-weights" in args)
+    baked = shlex.split(fetch)[shlex.split(fetch).index("--output") + 1]
+    env = next(args for key, args in steps if key == "ENV" and "MODEL_WEIGHTS=" in args)
+    assert f"MODEL_WEIGHTS={baked}" in env.split()
+
+    # The build step itself, with a local file as an air-gapped build passes it.
+    output = tmp_path / Path(baked).name
+    subprocess.run(
+        [sys.executable, "-m", "modelserver", "fetch-weights", "--source", str(resnet_weights),
+         "--output", str(output)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    assert output.read_bytes() == resnet_weights.read_bytes()

@@ -1,0 +1,112 @@
+"""The server as a process: concurrency and batching, readiness, draining on SIGTERM,
+and failing loudly when the model cannot be had."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from threading import Barrier
+
+import requests
+from serving import EXPECTED_TOP1, RunningServer, start_server, wait_ready
+
+
+def metric(server: RunningServer, sample: str) -> float:
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    found = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def batches_over_one(server: RunningServer) -> float:
+    count = metric(server, "modelserver_batch_size_count")
+    return count - metric(server, 'modelserver_batch_size_bucket{le="1.0"}')
+
+
+def test_concurrent_requests_are_batched_and_all_correct(
+    mobilenet_server: RunningServer, images_dir: Path, mobilenet_labels: Path
+) -> None:
+    labels = mobilenet_labels.read_text().splitlines()
+    photos = sorted(EXPECTED_TOP1) * 3
+    photos = photos[:32]
+    start = Barrier(len(photos))
+    batched_before = batches_over_one(mobilenet_server)
+
+    def classify(photo: str) -> str:
+        data = (images_dir / photo).read_bytes()
+        start.wait()
+        answer = requests.post(
+            mobilenet_server.url + "/predict", files={"image": (photo, data)}, timeout=60
+        )
+        assert answer.status_code == 200, answer.text
+        label: str = answer.json()["predictions"][0]["label"]
+        return label
+
+    with ThreadPoolExecutor(len(photos)) as pool:
+        answers = list(pool.map(classify, photos))
+    assert answers == [labels[EXPECTED_TOP1[photo] + 1] for photo in photos]
+    assert batches_over_one(mobilenet_server) > batched_before
+
+
+def test_readyz_is_503_until_the_model_is_warm_then_sigterm_drains(
+    server_logs: Path, resnet_weights: Path, images_dir: Path
+) -> None:
+    server = start_server(server_logs, "--weights", str(resnet_weights), "--graceful-timeout", "60")
+    try:
+        seen = wait_ready(server)
+        statuses, exit_code = post_then_sigterm(server, (images_dir / "dog.jpg").read_bytes())
+    finally:
+        server.process.kill()
+    assert 503 in seen, seen
+    assert seen.index(503) < seen.index(200)
+    assert statuses == [200] * 8
+    assert exit_code == 0, server.log_tail()
+
+
+def post_then_sigterm(server: RunningServer, photo: bytes) -> tuple[list[int], int]:
+    """Send 8 requests, SIGTERM the server once they reach the model; their statuses."""
+    warm_up_batches = metric(server, "modelserver_batch_size_count")
+    with ThreadPoolExecutor(8) as pool:
+        answers = [
+            pool.submit(requests.post, server.url + "/predict", files={"image": photo}, timeout=120)
+            for _ in range(8)
+        ]
+        deadline = time.monotonic() + 60
+        while metric(server, "modelserver_batch_size_count") == warm_up_batches:
+            assert time.monotonic() < deadline, "the requests never reached the model"
+            time.sleep(0.02)
+        exit_code = server.stop()
+        return [answer.result().status_code for answer in answers], exit_code
+
+
+def test_a_bad_weights_file_stops_the_server_with_the_reason(
+    server_logs: Path, mobilenet_file: Path
+) -> None:
+    server = start_server(server_logs, "--weights", str(mobilenet_file))
+    assert server.process.wait(timeout=120) != 0
+    assert "is not a ResNet50 ImageNet weights file" in server.log_tail()
+
+
+def test_offline_the_default_weights_fail_with_what_to_set_instead(tmp_path: Path) -> None:
+    offline = {
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "no_proxy": "",
+        "KERAS_HOME": str(tmp_path),
+        "MODEL_WEIGHTS": "imagenet",
+        "PATH": "/usr/bin:/bin",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "modelserver", "serve"],
+        env=offline,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "cannot download the official ResNet50 ImageNet weights" in result.stderr
+    assert "MODEL_WEIGHTS" in result.stderr and "MODEL_FILE" in result.stderr
