@@ -1,6 +1,8 @@
 """kopf glue: every trigger runs the same level-based `reconcile` for the affected classifier."""
 
 import logging
+import threading
+from collections import defaultdict
 from typing import Any, cast
 
 import kopf
@@ -13,6 +15,10 @@ from kubeclassify_operator.spec import GROUP, PLURAL, VERSION
 MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 RETRY_SECONDS = 10
+
+# One pass at a time per classifier, each on a fresh read: kopf runs the classifier's and its
+# children's handlers concurrently, and a pass working from a stale status would undo another's.
+_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
 
 
 @kopf.on.startup()
@@ -28,7 +34,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
 
 def _poster(body: dict[str, Any]) -> Any:
     def post(type_: str, reason: str, message: str) -> None:
-        kopf.event(kopf.Body(cast(kopf.RawBody, body)), type=type_, reason=reason, message=message[:1024])
+        kopf.event(
+            kopf.Body(cast(kopf.RawBody, body)), type=type_, reason=reason, message=message[:1024]
+        )
 
     return post
 
@@ -36,10 +44,10 @@ def _poster(body: dict[str, Any]) -> Any:
 @kopf.on.resume(GROUP, VERSION, PLURAL, backoff=RETRY_SECONDS)
 @kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_SECONDS)
 @kopf.on.update(GROUP, VERSION, PLURAL, backoff=RETRY_SECONDS)
-def classifier_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def classifier_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     """The classifier was created, edited, or found at startup."""
-    raw = dict(body)
-    reconcile(memo["kube"], raw, _poster(raw))
+    if namespace:  # always set: the resource is namespaced
+        _reconcile_fresh(memo["kube"], namespace, name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
@@ -50,10 +58,13 @@ def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """A child was edited, deleted or changed state: restore it and refresh the status now."""
     name = body.metadata.labels.get(INSTANCE_LABEL)
     namespace = body.metadata.namespace
-    if not name or not namespace:
-        return
-    kube: Kube = memo["kube"]
-    owner = kube.get(CLASSIFIERS, namespace, name)
-    if owner is None or owner["metadata"].get("deletionTimestamp"):
-        return  # the classifier is gone; garbage collection removes the rest
-    reconcile(kube, owner, _poster(owner))
+    if name and namespace:
+        _reconcile_fresh(memo["kube"], namespace, name)
+
+
+def _reconcile_fresh(kube: Kube, namespace: str, name: str) -> None:
+    with _locks[namespace, name]:
+        owner = kube.get(CLASSIFIERS, namespace, name)
+        if owner is None or owner["metadata"].get("deletionTimestamp"):
+            return  # the classifier is gone; garbage collection removes the rest
+        reconcile(kube, owner, _poster(owner))
