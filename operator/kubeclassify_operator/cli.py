@@ -55,6 +55,7 @@ def main(argv: list[str] | None = None) -> None:
 
     kopf.configure(verbose=args.verbose)
     kopf.run(
+        memo=kopf.Memo(namespaces=args.namespace),
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness,

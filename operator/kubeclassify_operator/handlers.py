@@ -6,6 +6,7 @@ from collections import defaultdict
 from typing import Any, cast
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from kubeclassify_operator.builders import MANAGER
 from kubeclassify_operator.kube import CLASSIFIERS, Kube, load_config
@@ -29,7 +30,30 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         prefix=GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.INFO
-    memo["kube"] = Kube(load_config())
+    kube = Kube(load_config())
+    memo["kube"] = kube
+    if not settings.peering.standalone:
+        ensure_peering(kube, settings.peering.name, memo.get("namespaces", []))
+
+
+def ensure_peering(kube: Kube, name: str, namespaces: list[str]) -> None:
+    """Create the peering object(s) replicas meet in, so `kubectl apply -k` needs one pass.
+
+    (A custom resource cannot be applied in the same pass as its CRD.)
+    """
+    if namespaces:
+        targets = [
+            (f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings", "KopfPeering") for ns in namespaces
+        ]
+    else:
+        targets = [("/apis/kopf.dev/v1/clusterkopfpeerings", "ClusterKopfPeering")]
+    for path, kind in targets:
+        body = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": name}}
+        try:
+            kube.request("POST", path, body)
+        except ApiException as exc:
+            if exc.status != 409:  # 409: it exists already, which is all we need
+                raise
 
 
 def _poster(body: dict[str, Any]) -> Any:

@@ -281,9 +281,6 @@ def operator_process(
             }
         )
     )
-    # The peering object that `kubectl apply -k deploy/` creates (see deploy/peering.yaml).
-    peering = yaml.safe_load((REPO_ROOT / "deploy" / "peering.yaml").read_text())
-    cluster.create("/apis/kopf.dev/v1/clusterkopfpeerings", peering)
     port = _free_port()
     command = shutil.which("kubeclassify-operator", path=str(Path(sys.executable).parent))
     assert command, "install the operator: pip install -e operator"

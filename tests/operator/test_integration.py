@@ -271,3 +271,16 @@ def test_delete_leaves_children_to_garbage_collection(ns: Namespace) -> None:
     time.sleep(1.5)
     assert ns.get("deployments", "gone") is None
     assert ns.get("imageclassifiers", "gone") is None
+
+
+def test_operator_registers_in_its_peering_object(
+    operator_process: subprocess.Popen[bytes], cluster: Any
+) -> None:
+    peering = cluster.wait(
+        lambda: (cluster.get("/apis/kopf.dev/v1/clusterkopfpeerings/kubeclassify") or {}).get(
+            "status"
+        ),
+        what="the operator's entry in the ClusterKopfPeering",
+    )
+    (entry,) = peering.values()
+    assert "priority" in entry and "lastseen" in entry

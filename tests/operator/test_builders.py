@@ -1,0 +1,280 @@
+"""The pure manifest builders, table-driven; every manifest is checked against K8s schemas."""
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+from kubeclassify_operator import builders
+from kubeclassify_operator.builders import Owner
+from kubeclassify_operator.spec import ImageClassifierSpec
+
+OWNER = Owner(name="cats", namespace="ml", uid="0b7c3f9e-1111-2222-3333-444455556666")
+K8S_VERSION = "1.37.0"
+
+SPECS: dict[str, dict[str, Any]] = {
+    "minimal": {},
+    "everything": {
+        "image": "registry.example/ms:1",
+        "imagePullPolicy": "Always",
+        "imagePullSecrets": [{"name": "regcred"}],
+        "replicas": 3,
+        "resources": {
+            "requests": {"cpu": "2", "memory": "4Gi", "nvidia.com/gpu": 1},
+            "limits": {"memory": "6Gi", "nvidia.com/gpu": 1},
+        },
+        "nodeSelector": {"accelerator": "nvidia-l4"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["y"]}]}
+                    ]
+                }
+            }
+        },
+        "podAnnotations": {"prometheus.io/scrape": "false", "team": "vision"},
+        "podLabels": {"team": "vision"},
+        "env": [{"name": "TOP_K", "value": "10"}, {"name": "EXTRA", "value": "1"}],
+        "service": {
+            "type": "LoadBalancer",
+            "port": 8080,
+            "annotations": {"service.beta.kubernetes.io/aws-load-balancer-type": "nlb"},
+            "loadBalancerSourceRanges": ["10.0.0.0/8"],
+        },
+        "server": {"topK": 3, "maxBatchSize": 32, "workers": 2},
+    },
+    "autoscaled": {"autoscaling": {"minReplicas": 2, "maxReplicas": 8}},
+    "clusterip": {"service": {"type": "ClusterIP"}},
+}
+
+
+def build_all(raw: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = ImageClassifierSpec.model_validate(raw)
+    manifests = [builders.build_deployment(OWNER, spec), builders.build_service(OWNER, spec)]
+    hpa = builders.build_hpa(OWNER, spec)
+    return manifests + ([hpa] if hpa else [])
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_every_manifest_is_valid_kubernetes(name: str) -> None:
+    for manifest in build_all(SPECS[name]):
+        kubernetes_validate.validate(builders.with_last_applied(manifest), K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_children_are_controlled_by_the_classifier(name: str) -> None:
+    for manifest in build_all(SPECS[name]):
+        meta = manifest["metadata"]
+        assert (meta["name"], meta["namespace"]) == ("cats", "ml")
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "kubeclassify.io/v1alpha1",
+                "kind": "ImageClassifier",
+                "name": "cats",
+                "uid": OWNER.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert meta["labels"] == {
+            "app.kubernetes.io/name": "kubeclassify",
+            "app.kubernetes.io/instance": "cats",
+            "app.kubernetes.io/component": "modelserver",
+            "app.kubernetes.io/managed-by": "kubeclassify-operator",
+        }
+
+
+def test_deployment_runs_the_server_safely() -> None:
+    spec = ImageClassifierSpec.model_validate({})
+    deployment = builders.build_deployment(OWNER, spec)
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert deployment["spec"]["selector"]["matchLabels"] == builders.selector_labels("cats")
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert container["image"] == "ghcr.io/kubeclassify/modelserver:0.1.0"
+    assert container["ports"] == [{"name": "http", "containerPort": 5000, "protocol": "TCP"}]
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 120  # slow model loads
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    security = container["securityContext"]
+    assert security["runAsNonRoot"] and security["runAsUser"] == 10001
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {}}]
+    assert pod["terminationGracePeriodSeconds"] > 30  # the server drains for up to 30 s
+    assert container["resources"] == {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"memory": "2Gi"},
+    }
+    for key in ("nodeSelector", "tolerations", "affinity", "imagePullSecrets"):
+        assert key not in pod
+
+
+@pytest.mark.parametrize(
+    ("server", "env", "expected"),
+    [
+        (
+            {},
+            [],
+            {
+                "MODEL_NAME": "resnet50",
+                "PORT": "5000",
+                "TOP_K": "5",
+                "BATCH_MAX_SIZE": "16",
+                "BATCH_MAX_DELAY_MS": "2",
+                "MAX_UPLOAD_BYTES": "10485760",
+                "WORKERS": "1",
+                "THREADS": "16",
+            },
+        ),
+        (
+            {"topK": 3, "maxBatchSize": 64, "maxBatchDelayMs": 10, "workers": 2, "threads": 4},
+            [],
+            {"TOP_K": "3", "BATCH_MAX_SIZE": "64", "BATCH_MAX_DELAY_MS": "10", "THREADS": "4"},
+        ),
+        ({"maxUploadBytes": 2048}, [{"name": "TOP_K", "value": "9"}], {"TOP_K": "9"}),
+        (
+            {},
+            [{"name": "HTTP_PROXY", "value": "http://proxy:3128"}],
+            {"HTTP_PROXY": "http://proxy:3128"},
+        ),
+    ],
+)
+def test_server_environment(
+    server: dict[str, Any], env: list[dict[str, str]], expected: dict[str, str]
+) -> None:
+    spec = ImageClassifierSpec.model_validate({"server": server, "env": env})
+    variables = builders.server_env(spec)
+    names = [var["name"] for var in variables]
+    assert len(names) == len(set(names)), "a variable is set twice"
+    values = {var["name"]: var["value"] for var in variables}
+    assert expected.items() <= values.items()
+
+
+def test_pod_annotations_merge_over_prometheus_defaults_and_labels_cannot_hijack() -> None:
+    spec = ImageClassifierSpec.model_validate(SPECS["everything"])
+    template = builders.build_deployment(OWNER, spec)["spec"]["template"]["metadata"]
+    assert template["annotations"] == {
+        "prometheus.io/scrape": "false",
+        "prometheus.io/port": "5000",
+        "prometheus.io/path": "/metrics",
+        "team": "vision",
+    }
+    assert template["labels"]["team"] == "vision"
+    assert template["labels"]["app.kubernetes.io/instance"] == "cats"
+
+
+def test_gpu_and_scheduling_fields_reach_the_pod() -> None:
+    spec = ImageClassifierSpec.model_validate(SPECS["everything"])
+    pod = builders.build_deployment(OWNER, spec)["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] == {"accelerator": "nvidia-l4"}
+    assert pod["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert "nodeAffinity" in pod["affinity"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    assert pod["containers"][0]["imagePullPolicy"] == "Always"
+
+
+@pytest.mark.parametrize(
+    ("raw", "current", "replicas"),
+    [
+        ({"replicas": 3}, None, 3),
+        ({"replicas": 0}, 5, 0),
+        ({"autoscaling": {"minReplicas": 2, "maxReplicas": 4}}, None, 2),
+        ({"autoscaling": {"minReplicas": 2, "maxReplicas": 4}}, 4, 4),  # the HPA's choice stays
+    ],
+)
+def test_replicas_belong_to_the_hpa_when_autoscaling(
+    raw: dict[str, Any], current: int | None, replicas: int
+) -> None:
+    spec = ImageClassifierSpec.model_validate(raw)
+    assert builders.build_deployment(OWNER, spec, current)["spec"]["replicas"] == replicas
+
+
+@pytest.mark.parametrize(
+    ("service", "type_", "port", "extra"),
+    [
+        ({}, "LoadBalancer", 80, {}),
+        ({"type": "NodePort", "port": 8080}, "NodePort", 8080, {}),
+        (
+            {"loadBalancerSourceRanges": ["192.168.0.0/16"]},
+            "LoadBalancer",
+            80,
+            {"loadBalancerSourceRanges": ["192.168.0.0/16"]},
+        ),
+    ],
+)
+def test_service(service: dict[str, Any], type_: str, port: int, extra: dict[str, Any]) -> None:
+    spec = ImageClassifierSpec.model_validate({"service": service})
+    built = builders.build_service(OWNER, spec)["spec"]
+    assert built["type"] == type_
+    assert built["selector"] == builders.selector_labels("cats")
+    assert built["ports"] == [
+        {"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert extra.items() <= built.items()
+
+
+def test_hpa_targets_the_deployment_cpu() -> None:
+    spec = ImageClassifierSpec.model_validate(
+        {"autoscaling": {"minReplicas": 2, "maxReplicas": 8, "targetCPUUtilizationPercentage": 60}}
+    )
+    hpa = builders.build_hpa(OWNER, spec)
+    assert hpa is not None
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "cats",
+    }
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 8)
+    target = hpa["spec"]["metrics"][0]["resource"]
+    assert target == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}
+    assert builders.build_hpa(OWNER, ImageClassifierSpec.model_validate({})) is None
+
+
+@pytest.mark.parametrize(
+    ("last", "desired", "patch"),
+    [
+        ({}, {"a": 1}, {"a": 1}),
+        ({"a": 1, "b": 2}, {"a": 1}, {"a": 1, "b": None}),
+        ({"m": {"x": "1", "y": "2"}}, {"m": {"y": "3"}}, {"m": {"y": "3", "x": None}}),
+        ({"l": [1, 2]}, {"l": [3]}, {"l": [3]}),
+        ({"m": {"x": 1}}, {"m": "scalar"}, {"m": "scalar"}),
+    ],
+)
+def test_merge_patch_removes_what_was_dropped(
+    last: dict[str, Any], desired: dict[str, Any], patch: dict[str, Any]
+) -> None:
+    assert builders.merge_patch(last, desired) == patch
+
+
+@pytest.mark.parametrize(
+    ("desired", "current", "expected"),
+    [
+        ({"a": 1}, {"a": 1, "defaulted": True}, True),
+        ({"a": 1}, {"a": 2}, False),
+        ({"a": {"b": 1}}, {"a": {}}, False),
+        ({"l": [{"n": 1}]}, {"l": [{"n": 1, "x": 0}]}, True),
+        ({"l": [{"n": 1}]}, {"l": [{"n": 1}, {"n": 2}]}, False),
+        ({"l": [1]}, {"l": "1"}, False),
+    ],
+)
+def test_is_subset(desired: Any, current: Any, expected: bool) -> None:
+    assert builders.is_subset(desired, current) is expected
+
+
+def test_last_applied_round_trips() -> None:
+    spec = ImageClassifierSpec.model_validate({})
+    desired = builders.build_service(OWNER, spec)
+    recorded = builders.with_last_applied(desired)
+    assert builders.last_applied(recorded) == desired
+    assert builders.is_subset(desired, recorded)
+    assert builders.last_applied({"metadata": {"annotations": {builders.LAST_APPLIED: "{"}}}) == {}
