@@ -1,0 +1,221 @@
+"""The checked-in YAML: CRD drift and structure, deploy/ via kustomize, examples, the Dockerfile."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+from kubeclassify_operator import builders
+from kubeclassify_operator.builders import Owner
+from kubeclassify_operator.crd import build_crd, render_crd
+from kubeclassify_operator.spec import parse_spec
+
+REPO = Path(__file__).resolve().parents[2]
+K8S_VERSION = "1.37.0"
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
+
+
+def crd_schema() -> dict[str, Any]:
+    crd = yaml.safe_load((REPO / "crds" / "imageclassifier.yaml").read_text())
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def test_checked_in_crd_matches_the_pydantic_spec() -> None:
+    checked_in = (REPO / "crds" / "imageclassifier.yaml").read_text()
+    assert checked_in == render_crd(), "run `make crd` to regenerate crds/imageclassifier.yaml"
+
+
+def test_crd_command_writes_the_same_file(tmp_path: Path) -> None:
+    out = tmp_path / "crd.yaml"
+    subprocess.run(
+        [sys.executable, "-m", "kubeclassify_operator", "crd", "--output", str(out)], check=True
+    )
+    assert out.read_text() == render_crd()
+
+
+def test_crd_is_valid_kubernetes() -> None:
+    kubernetes_validate.validate(build_crd(), K8S_VERSION, strict=True)
+
+
+def nodes(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    yield path, schema
+    for name, prop in schema.get("properties", {}).items():
+        yield from nodes(prop, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            yield from nodes(schema[key], f"{path}[{key}]")
+
+
+def test_crd_schema_is_structural() -> None:
+    """The API server's structural-schema rules, which kubernetes-validate does not check."""
+    for path, node in nodes(crd_schema()):
+        assert not {"$ref", "title", "const", "$defs"} & node.keys(), path
+        if node.get("x-kubernetes-int-or-string"):
+            assert node["anyOf"] == [{"type": "integer"}, {"type": "string"}], path
+        else:
+            assert "type" in node, f"{path} has no type"
+            assert "anyOf" not in node, path
+        assert not ("properties" in node and "additionalProperties" in node), path
+        if "default" in node:  # defaults must pass their own schema
+            jsonschema.validate(node["default"], node)
+
+
+def test_crd_api_surface() -> None:
+    crd = build_crd()
+    names = crd["spec"]["names"]
+    assert (names["kind"], names["plural"], names["singular"]) == (
+        "ImageClassifier",
+        "imageclassifiers",
+        "imageclassifier",
+    )
+    assert names["shortNames"] == ["ic"] and crd["spec"]["scope"] == "Namespaced"
+    (version,) = crd["spec"]["versions"]
+    assert version["name"] == "v1alpha1"
+    assert version["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
+    columns = [c["name"].upper() for c in version["additionalPrinterColumns"]]
+    assert columns == ["MODEL", "REPLICAS", "READY", "ENDPOINT", "STATUS", "AGE"]
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    assert spec["model"] == {"default": "resnet50", "enum": ["resnet50"], "type": "string"}
+    assert spec["replicas"]["minimum"] == 0 and spec["replicas"]["default"] == 1
+    assert spec["service"]["properties"]["type"]["enum"] == [
+        "LoadBalancer",
+        "ClusterIP",
+        "NodePort",
+    ]
+    assert "targetCPUUtilizationPercentage" in spec["autoscaling"]["properties"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "valid"),
+    [
+        ({}, True),
+        ({"replicas": -1}, False),
+        ({"model": "vgg"}, False),
+        ({"service": {"type": "ExternalName"}}, False),
+        ({"service": {"port": 70000}}, False),
+        ({"resources": {"limits": {"memory": "lots"}}}, False),
+        ({"resources": {"limits": {"memory": "2Gi", "nvidia.com/gpu": 1}}}, True),
+        ({"server": {"topK": 0}}, False),
+        ({"env": [{"name": "1BAD"}]}, False),
+        ({"autoscaling": {"minReplicas": 1}}, False),  # maxReplicas is required
+        ({"service": {"loadBalancerSourceRanges": ["not-a-cidr"]}}, False),
+    ],
+)
+def test_crd_schema_rejects_nonsense(spec: dict[str, Any], valid: bool) -> None:
+    body = {"apiVersion": "kubeclassify.io/v1alpha1", "kind": "ImageClassifier", "spec": spec}
+    errors = list(jsonschema.Draft7Validator(crd_schema()).iter_errors(body))
+    assert (not errors) is valid, errors
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_examples_pass_the_crd_schema_and_build_valid_children(path: Path) -> None:
+    example = yaml.safe_load(path.read_text())
+    jsonschema.validate(example, crd_schema())
+    spec = parse_spec(example["spec"])
+    owner = Owner(name=example["metadata"]["name"], namespace="default", uid="u-1")
+    children = [builders.build_deployment(owner, spec), builders.build_service(owner, spec)]
+    children += [hpa for hpa in [builders.build_hpa(owner, spec)] if hpa]
+    for child in children:
+        kubernetes_validate.validate(child, K8S_VERSION, strict=True)
+
+
+def test_minimal_example_is_three_lines_of_spec() -> None:
+    text = (REPO / "examples" / "minimal.yaml").read_text()
+    spec_lines = text.split("spec:\n", 1)[1].strip().splitlines()
+    assert len(spec_lines) == 3
+
+
+def test_gpu_example_autoscales_on_gpus() -> None:
+    example = yaml.safe_load((REPO / "examples" / "autoscaling-gpu.yaml").read_text())
+    spec = parse_spec(example["spec"])
+    assert spec.autoscaling is not None
+    assert spec.resources.limits["nvidia.com/gpu"] == 1
+
+
+def kustomized() -> list[dict[str, Any]]:
+    kubectl = Path(sys.executable).parent / "kubectl"
+    built = subprocess.run(
+        [str(kubectl), "kustomize", str(REPO / "deploy")],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(built) if doc]
+
+
+def test_deploy_kustomization_builds_valid_kubernetes() -> None:
+    docs = kustomized()
+    kinds = sorted(f"{d['kind']}/{d['metadata']['name']}" for d in docs)
+    assert kinds == [
+        "ClusterRole/kubeclassify-operator",
+        "ClusterRoleBinding/kubeclassify-operator",
+        "CustomResourceDefinition/clusterkopfpeerings.kopf.dev",
+        "CustomResourceDefinition/imageclassifiers.kubeclassify.io",
+        "CustomResourceDefinition/kopfpeerings.kopf.dev",
+        "Deployment/kubeclassify-operator",
+        "Namespace/kubeclassify-system",
+        "ServiceAccount/kubeclassify-operator",
+    ]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+    crd = next(d for d in docs if d["metadata"]["name"] == "imageclassifiers.kubeclassify.io")
+    assert crd == build_crd()
+
+
+def test_cluster_role_is_least_privilege() -> None:
+    role = next(d for d in kustomized() if d["kind"] == "ClusterRole")
+    granted = {
+        (group, resource): set(rule["verbs"])
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+    }
+    assert not any("*" in verbs for verbs in granted.values())
+    assert granted[("", "pods")] == {"get", "list", "watch"}
+    assert granted[("", "events")] == {"create"}
+    assert "delete" not in granted[("apps", "deployments")]  # deletion is GC's job
+    assert "delete" in granted[("autoscaling", "horizontalpodautoscalers")]
+    assert granted[("kubeclassify.io", "imageclassifiers")] == {"get", "list", "watch", "patch"}
+
+
+def test_operator_deployment_runs_the_console_command_non_root() -> None:
+    deployment = next(d for d in kustomized() if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["serviceAccountName"] == "kubeclassify-operator"
+    assert container["image"] == "ghcr.io/kubeclassify/operator:0.1.0"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "--liveness" in container["args"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_dockerfile_copies_existing_files_and_runs_the_console_script() -> None:
+    dockerfile = (REPO / "Dockerfile.operator").read_text()
+    copies = re.findall(r"^COPY\s+(\S+)\s+\S+$", dockerfile, flags=re.MULTILINE)
+    assert copies, "no COPY instructions"
+    for source in copies:
+        assert (REPO / source).exists(), f"COPY source {source} is missing"
+        assert source.startswith("operator/"), f"{source}: the image must hold only the operator"
+    (entrypoint,) = re.findall(r"^ENTRYPOINT\s+\[\"([^\"]+)\"\]", dockerfile, flags=re.MULTILINE)
+    project = tomllib.loads((REPO / "operator" / "pyproject.toml").read_text())["project"]
+    assert project["scripts"][entrypoint] == "kubeclassify_operator.cli:main"
+    assert not any("tensorflow" in dep.lower() for dep in project["dependencies"])
+    assert re.search(r"^RUN pip install \./operator", dockerfile, flags=re.MULTILINE)
+    (user,) = re.findall(r"^USER\s+(\S+)$", dockerfile, flags=re.MULTILINE)
+    assert not user.startswith(("0", "root"))
