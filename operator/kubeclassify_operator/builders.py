@@ -8,6 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from kubernetes.utils import parse_quantity
+
 from kubeclassify_operator.spec import GROUP, KIND, VERSION, ImageClassifierSpec
 
 APP_NAME = "kubeclassify"
@@ -122,7 +124,11 @@ def _container(spec: ImageClassifierSpec) -> dict[str, Any]:
         "imagePullPolicy": spec.image_pull_policy,
         "ports": [{"name": PORT_NAME, "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
         "env": server_env(spec),
-        "resources": spec.resources.model_dump(by_alias=True),
+        # The API server returns quantities as strings; send them as strings too.
+        "resources": {
+            kind: {name: str(value) for name, value in amounts.items()}
+            for kind, amounts in spec.resources.model_dump(by_alias=True).items()
+        },
         "startupProbe": _probe(
             "/healthz", period=STARTUP_PERIOD_SECONDS, failures=STARTUP_FAILURE_THRESHOLD
         ),
@@ -295,4 +301,14 @@ def is_subset(desired: Any, current: Any) -> bool:
             and len(desired) == len(current)
             and all(is_subset(d, c) for d, c in zip(desired, current, strict=True))
         )
+    if isinstance(desired, str) and isinstance(current, str) and desired != current:
+        return _same_quantity(desired, current)
     return bool(desired == current)
+
+
+def _same_quantity(a: str, b: str) -> bool:
+    """`0.5` and `500m` are the same CPU: the API server stores quantities canonicalized."""
+    try:
+        return bool(parse_quantity(a) == parse_quantity(b))  # type: ignore[no-untyped-call]
+    except ValueError:
+        return False

@@ -172,7 +172,7 @@ def test_pod_annotations_merge_over_prometheus_defaults_and_labels_cannot_hijack
 def test_gpu_and_scheduling_fields_reach_the_pod() -> None:
     spec = ImageClassifierSpec.model_validate(SPECS["everything"])
     pod = builders.build_deployment(OWNER, spec)["spec"]["template"]["spec"]
-    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert pod["nodeSelector"] == {"accelerator": "nvidia-l4"}
     assert pod["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
@@ -265,6 +265,9 @@ def test_merge_patch_removes_what_was_dropped(
         ({"l": [{"n": 1}]}, {"l": [{"n": 1, "x": 0}]}, True),
         ({"l": [{"n": 1}]}, {"l": [{"n": 1}, {"n": 2}]}, False),
         ({"l": [1]}, {"l": "1"}, False),
+        ({"cpu": "0.5", "gpu": "1"}, {"cpu": "500m", "gpu": "1"}, True),  # canonicalized
+        ({"memory": "1Gi"}, {"memory": "1G"}, False),
+        ({"image": "a"}, {"image": "b"}, False),
     ],
 )
 def test_is_subset(desired: Any, current: Any, expected: bool) -> None:
