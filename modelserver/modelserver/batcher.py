@@ -1,8 +1,9 @@
 """Dynamic batching: requests that arrive together share one forward pass.
 
 Request threads call `submit`; one batcher thread owns the model. It takes everything
-already waiting (up to `max_size`) and waits at most `max_delay_s` for more, so a lone
-request is barely delayed while a crowd is served in full batches.
+already waiting (up to `max_size`) and waits at most `max_delay_s` for more, but only while
+other inputs are announced as being prepared (`expecting`): a lone request is never delayed,
+and a crowd is served in full batches.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,8 +44,19 @@ class DynamicBatcher:
         self._on_batch = on_batch
         self._on_queue_change = on_queue_change
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._expected = 0
+        self._expected_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
         self._thread.start()
+
+    @contextmanager
+    def expecting(self, count: int) -> Iterator[None]:
+        """`count` inputs are being prepared by the caller: worth waiting for, until it ends."""
+        self._change_expected(count)
+        try:
+            yield
+        finally:
+            self._change_expected(-count)
 
     def submit(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Predict each array (one model input each); blocks until all are done."""
@@ -52,6 +65,10 @@ class DynamicBatcher:
             self._queue.put(item)
         self._on_queue_change(self._queue.qsize())
         return [item.result.result() for item in pending]
+
+    def _change_expected(self, count: int) -> None:
+        with self._expected_lock:
+            self._expected += count
 
     def close(self) -> None:
         """Finish what is queued, then stop the thread."""
@@ -79,8 +96,9 @@ class DynamicBatcher:
         batch = [first]
         deadline = time.monotonic() + self._max_delay_s
         while len(batch) < self._max_size:
+            wait = deadline - time.monotonic() if self._expected > 0 else 0.0
             try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                item = self._queue.get(timeout=max(0.0, wait))
             except queue.Empty:
                 break
             if item is None:

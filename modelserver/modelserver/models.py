@@ -183,6 +183,19 @@ class TFLiteClassifier(Classifier):
         return as_probabilities(raw.astype(np.float32))
 
 
+def write_seeded_resnet50_weights(path: Path, seed: int) -> None:
+    """A randomly initialised ResNet50 in the official weights layout (Keras' legacy HDF5):
+    for tests and benchmarks where the official file cannot be had. Speed and shapes are
+    those of the real model; the answers are not."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    tf.keras.utils.set_random_seed(seed)
+    model = tf.keras.applications.ResNet50(weights=None)
+    with h5py.File(path, "w") as weights_file:
+        legacy_h5_format.save_weights_to_hdf5_group(weights_file, model)
+
+
 def load_classifier(settings: Settings) -> Classifier:
     """The classifier the settings name, with TensorFlow's threads fitted to the CPUs."""
     threads = max(1, available_cpus() // settings.workers)

@@ -67,16 +67,21 @@ class ModelService:
         classifier = self.classifier
         if self._batcher is None:
             raise NotReady("the model is still loading")
-        inputs = []
-        for position, data in enumerate(uploads):
-            try:
-                inputs.append(classifier.preprocess(data, self.settings.max_image_pixels))
-            except ImageError as error:
-                where = f"image {position + 1} of {len(uploads)}: " if len(uploads) > 1 else ""
-                raise ImageError(where + str(error)) from None
+        with self._batcher.expecting(len(uploads)):
+            inputs = [self._preprocess(classifier, uploads, i) for i in range(len(uploads))]
         probabilities = self._batcher.submit(inputs)
         metrics.IMAGES.inc(len(inputs))
         return [top_predictions(p, classifier.labels, top_k) for p in probabilities]
+
+    def _preprocess(
+        self, classifier: Classifier, uploads: list[bytes], position: int
+    ) -> np.ndarray:
+        """One upload as a model input; a bad one is named by its place among several."""
+        try:
+            return classifier.preprocess(uploads[position], self.settings.max_image_pixels)
+        except ImageError as error:
+            where = f"image {position + 1} of {len(uploads)}: " if len(uploads) > 1 else ""
+            raise ImageError(where + str(error)) from None
 
     def begin_draining(self) -> None:
         """Report not-ready while in-flight requests finish (SIGTERM under gunicorn)."""

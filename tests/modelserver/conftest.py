@@ -6,12 +6,11 @@ loopback ports, once per session where the test does not stop them itself.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from modelserver.models import write_seeded_resnet50_weights
 from serving import RunningServer, start_server, wait_ready
 
 
@@ -34,15 +33,7 @@ def mobilenet_labels(shared_dir: Path) -> Path:
 def resnet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A seeded random ResNet50 in the official Keras weights layout (legacy HDF5)."""
     path = tmp_path_factory.mktemp("weights") / "resnet50_seeded.h5"
-    script = (
-        "import sys, h5py, keras\n"
-        "from keras.src.legacy.saving import legacy_h5_format\n"
-        "keras.utils.set_random_seed(20261124)\n"
-        "model = keras.applications.ResNet50(weights=None)\n"
-        "with h5py.File(sys.argv[1], 'w') as f:\n"
-        "    legacy_h5_format.save_weights_to_hdf5_group(f, model)\n"
-    )
-    subprocess.run([sys.executable, "-c", script, str(path)], check=True, capture_output=True)
+    write_seeded_resnet50_weights(path, seed=20261124)
     return path
 
 

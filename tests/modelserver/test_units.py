@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -156,3 +157,19 @@ def test_a_failed_batch_fails_its_requests_and_the_batcher_goes_on() -> None:
         batcher.submit([np.zeros(2)])
     assert np.array_equal(batcher.submit([np.zeros(2)])[0], np.ones(2))
     batcher.close()
+
+
+def test_the_batcher_waits_only_for_inputs_announced_as_coming() -> None:
+    sizes: list[int] = []
+    batcher = DynamicBatcher(lambda batch: batch, max_size=8, max_delay_s=30, on_batch=sizes.append)
+    started = time.monotonic()
+    batcher.submit([np.zeros(1)])
+    assert time.monotonic() - started < 10, "a lone input waited for company nobody announced"
+    with batcher.expecting(1):
+        first = threading.Thread(target=batcher.submit, args=([np.zeros(1)],))
+        first.start()
+        time.sleep(0.3)  # the announced input is still being prepared
+    batcher.submit([np.ones(1)])
+    first.join(timeout=30)
+    batcher.close()
+    assert sizes == [1, 2]
