@@ -99,7 +99,7 @@ class Kube:
         return self.request("DELETE", kind.path(namespace, name))
 
     def list(self, kind: Kind, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
-        """Objects matching the labels (also filtered here, for API servers that ignore it)."""
+        """Objects matching the labels (re-checked here: kmock's emulator ignores labelSelector)."""
         query = {"labelSelector": ",".join(f"{k}={v}" for k, v in sorted(selector.items()))}
         answer = self.request("GET", kind.path(namespace), query=query) or {}
         return [

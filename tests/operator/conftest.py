@@ -10,12 +10,14 @@ import datetime
 import itertools
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -260,10 +262,17 @@ def cluster(emulator: EmulatorThread) -> Cluster:
     return Cluster(emulator.url)
 
 
+@dataclass(frozen=True)
+class OperatorProcess:
+    process: subprocess.Popen[bytes]
+    liveness_url: str
+    log_path: Path
+
+
 @pytest.fixture(scope="session")
 def operator_process(
-    emulator: EmulatorThread, cluster: Cluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[subprocess.Popen[bytes]]:
+    emulator: EmulatorThread, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
     """The installed `kubeclassify-operator` command (cluster-wide, with peering)."""
     workdir = tmp_path_factory.mktemp("operator")
     kubeconfig = workdir / "kubeconfig"
@@ -281,30 +290,26 @@ def operator_process(
             }
         )
     )
-    port = _free_port()
+    liveness_url = f"http://127.0.0.1:{_free_port()}/healthz"
     command = shutil.which("kubeclassify-operator", path=str(Path(sys.executable).parent))
     assert command, "install the operator: pip install -e operator"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     env.pop("KUBERNETES_SERVICE_HOST", None)
-    log = (workdir / "operator.log").open("wb")
+    log_path = workdir / "operator.log"
+    log = log_path.open("wb")
     process = subprocess.Popen(
-        [command, "--liveness", f"http://127.0.0.1:{port}/healthz"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
+        [command, "--liveness", liveness_url], env=env, stdout=log, stderr=subprocess.STDOUT
     )
-    process.liveness_url = f"http://127.0.0.1:{port}/healthz"  # type: ignore[attr-defined]
-    process.log_path = workdir / "operator.log"  # type: ignore[attr-defined]
 
     def alive() -> bool:
-        assert process.poll() is None, (workdir / "operator.log").read_text()
+        assert process.poll() is None, log_path.read_text()
         try:
-            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
+            return requests.get(liveness_url, timeout=1).ok
         except requests.ConnectionError:
             return False
 
     Cluster.wait(alive, timeout=30, what="the operator's liveness endpoint")
-    yield process
+    yield OperatorProcess(process, liveness_url, log_path)
     process.terminate()
     try:
         process.wait(15)
@@ -314,12 +319,7 @@ def operator_process(
     log.close()
 
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -330,8 +330,6 @@ _namespaces = itertools.count(1)
 
 
 @pytest.fixture
-def ns(
-    cluster: Cluster, operator_process: subprocess.Popen[bytes], request: pytest.FixtureRequest
-) -> Namespace:
+def ns(cluster: Cluster, operator_process: OperatorProcess) -> Namespace:
     """A fresh namespace per test in the shared cluster, with the operator running."""
     return Namespace(cluster, f"test-{next(_namespaces)}")

@@ -4,7 +4,6 @@ The emulator has no controllers: where Kubernetes would make a Deployment availa
 pod crash-loop, the test writes that state itself, as the kubelet and controllers would.
 """
 
-import subprocess
 import time
 from typing import Any
 
@@ -24,9 +23,9 @@ def container_of(deployment: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def test_operator_serves_liveness(operator_process: subprocess.Popen[bytes]) -> None:
-    url = operator_process.liveness_url  # type: ignore[attr-defined]
-    assert requests.get(url, timeout=5).status_code == 200
+def test_operator_serves_liveness(operator_process: Any) -> None:
+    assert operator_process.process.poll() is None
+    assert requests.get(operator_process.liveness_url, timeout=5).status_code == 200
 
 
 def test_create_makes_owned_deployment_and_service(ns: Namespace) -> None:
@@ -273,9 +272,7 @@ def test_delete_leaves_children_to_garbage_collection(ns: Namespace) -> None:
     assert ns.get("imageclassifiers", "gone") is None
 
 
-def test_operator_registers_in_its_peering_object(
-    operator_process: subprocess.Popen[bytes], cluster: Any
-) -> None:
+def test_operator_registers_in_its_peering_object(operator_process: Any, cluster: Any) -> None:
     peering = cluster.wait(
         lambda: (cluster.get("/apis/kopf.dev/v1/clusterkopfpeerings/kubeclassify") or {}).get(
             "status"
