@@ -53,7 +53,7 @@ def free_port() -> int:
         return port
 
 
-def start_server(log_dir: Path, *flags: str, env: dict[str, str] | None = None) -> RunningServer:
+def start_server(log_dir: Path, *flags: str) -> RunningServer:
     """Start `modelserver serve` on a free port; does not wait for readiness."""
     port = free_port()
     log = log_dir / f"server-{port}.log"
@@ -72,7 +72,7 @@ def start_server(log_dir: Path, *flags: str, env: dict[str, str] | None = None) 
         stdout=log.open("wb"),
         stderr=subprocess.STDOUT,
         cwd=log_dir,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})},
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     return RunningServer(process, f"http://127.0.0.1:{port}", log)
 

@@ -3,6 +3,7 @@ and failing loudly when the model cannot be had."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -51,19 +52,33 @@ def test_concurrent_requests_are_batched_and_all_correct(
     assert batches_over_one(mobilenet_server) > batched_before
 
 
-def test_readyz_is_503_until_the_model_is_warm_then_sigterm_drains(
+def test_503_until_the_model_is_warm_then_sigterm_drains(
     server_logs: Path, resnet_weights: Path, images_dir: Path
 ) -> None:
     server = start_server(server_logs, "--weights", str(resnet_weights), "--graceful-timeout", "60")
     try:
+        early = first_answer(server, "/predict")
         seen = wait_ready(server)
         statuses, exit_code = post_then_sigterm(server, (images_dir / "dog.jpg").read_bytes())
     finally:
         server.process.kill()
     assert 503 in seen, seen
     assert seen.index(503) < seen.index(200)
+    assert early.status_code == 503 and early.headers["Retry-After"]
+    assert "still loading" in early.json()["error"]
     assert statuses == [200] * 8
     assert exit_code == 0, server.log_tail()
+
+
+def first_answer(server: RunningServer, path: str) -> requests.Response:
+    """The first answer to a POST of a photo, as soon as the server listens."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return requests.post(server.url + path, files={"image": b"x"}, timeout=60)
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, server.log_tail()
+            time.sleep(0.05)
 
 
 def post_then_sigterm(server: RunningServer, photo: bytes) -> tuple[list[int], int]:
@@ -110,3 +125,36 @@ def test_offline_the_default_weights_fail_with_what_to_set_instead(tmp_path: Pat
     assert result.returncode == 2
     assert "cannot download the official ResNet50 ImageNet weights" in result.stderr
     assert "MODEL_WEIGHTS" in result.stderr and "MODEL_FILE" in result.stderr
+
+
+def test_the_predict_command_prints_a_table_or_json(
+    mobilenet_server: RunningServer, images_dir: Path
+) -> None:
+    photos = [str(images_dir / "dog.jpg"), str(images_dir / "soccer_ball.jpg")]
+    command = [sys.executable, "-m", "modelserver", "predict", *photos]
+    url = ["--url", mobilenet_server.url + "/predict"]
+    table = subprocess.run(command + url, capture_output=True, text=True, check=True).stdout
+    assert re.search(r"dog\.jpg\n  1\. beagle +0\.\d{4}\n", table), table
+    assert re.search(r"soccer_ball\.jpg\n  1\. soccer ball +0\.\d{4}\n", table), table
+    as_json = subprocess.run(
+        [*command, *url, "--json", "--top-k", "2"], capture_output=True, text=True, check=True
+    ).stdout
+    answers = json.loads(as_json)
+    assert [a["image"] for a in answers] == photos
+    assert [len(a["predictions"]) for a in answers] == [2, 2]
+    assert answers[0]["predictions"][0]["label"] == "beagle"
+
+
+def test_the_predict_command_reports_a_server_error(
+    mobilenet_server: RunningServer, tmp_path: Path
+) -> None:
+    not_a_photo = tmp_path / "notes.txt"
+    not_a_photo.write_text("not an image")
+    result = subprocess.run(
+        [sys.executable, "-m", "modelserver", "predict", str(not_a_photo),
+         "--url", mobilenet_server.url + "/predict"],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "HTTP 400: not an image" in result.stderr
