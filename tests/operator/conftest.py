@@ -268,12 +268,23 @@ class OperatorProcess:
     liveness_url: str
     log_path: Path
 
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+OperatorLauncher = Callable[[str], OperatorProcess]
+
 
 @pytest.fixture(scope="session")
-def operator_process(
+def launch_operator(
     emulator: EmulatorThread, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    """The installed `kubeclassify-operator` command (cluster-wide, with peering)."""
+) -> Iterator[OperatorLauncher]:
+    """Start the installed `kubeclassify-operator` command (cluster-wide, with peering)."""
     workdir = tmp_path_factory.mktemp("operator")
     kubeconfig = workdir / "kubeconfig"
     kubeconfig.write_text(
@@ -290,33 +301,44 @@ def operator_process(
             }
         )
     )
-    liveness_url = f"http://127.0.0.1:{_free_port()}/healthz"
     command = shutil.which("kubeclassify-operator", path=str(Path(sys.executable).parent))
     assert command, "install the operator: pip install -e operator"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     env.pop("KUBERNETES_SERVICE_HOST", None)
-    log_path = workdir / "operator.log"
-    log = log_path.open("wb")
-    process = subprocess.Popen(
-        [command, "--liveness", liveness_url], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    started: list[OperatorProcess] = []
 
-    def alive() -> bool:
-        assert process.poll() is None, log_path.read_text()
-        try:
-            return requests.get(liveness_url, timeout=1).ok
-        except requests.ConnectionError:
-            return False
+    def launch(name: str) -> OperatorProcess:
+        liveness_url = f"http://127.0.0.1:{_free_port()}/healthz"
+        log_path = workdir / f"{name}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [command, "--liveness", liveness_url],
+                env={**env, "POD_ID": name},  # kopf's identity among peers, as in deploy/
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        operator = OperatorProcess(process, liveness_url, log_path)
+        started.append(operator)
 
-    Cluster.wait(alive, timeout=30, what="the operator's liveness endpoint")
-    yield OperatorProcess(process, liveness_url, log_path)
-    process.terminate()
-    try:
-        process.wait(15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-    log.close()
+        def alive() -> bool:
+            assert process.poll() is None, log_path.read_text()
+            try:
+                return requests.get(liveness_url, timeout=1).ok
+            except requests.ConnectionError:
+                return False
+
+        Cluster.wait(alive, timeout=30, what=f"the liveness endpoint of {name}")
+        return operator
+
+    yield launch
+    for operator in started:
+        operator.stop()
+
+
+@pytest.fixture(scope="session")
+def operator_process(launch_operator: OperatorLauncher) -> OperatorProcess:
+    """The operator every integration test talks to."""
+    return launch_operator("operator-1")
 
 
 def _free_port() -> int:

@@ -64,6 +64,40 @@ def test_create_makes_owned_deployment_and_service(ns: Namespace) -> None:
     assert "finalizers" not in (ns.get("imageclassifiers", "cats") or {})["metadata"]
 
 
+def test_a_settled_classifier_causes_no_writes(ns: Namespace) -> None:
+    """Level-based and idempotent: with nothing changing, passes change nothing."""
+    ns.create_classifier("calm", {"replicas": 1})
+    ns.wait_for("deployments", "calm")
+    ns.cluster.patch(
+        ns.path("deployments", "calm", "status"),
+        {"status": {"readyReplicas": 1, "conditions": [{"type": "Available", "status": "True"}]}},
+    )
+    ns.wait_condition("calm", "Ready", "True", "AllReplicasReady")
+    time.sleep(0.5)  # let the passes triggered by our own writes finish
+    kinds = ("imageclassifiers", "deployments", "services")
+    before = [ns.get(kind, "calm") for kind in kinds]
+    events = len(ns.events("calm"))
+    # An unrelated pod event makes the operator run a full pass again.
+    ns.cluster.create(
+        ns.path("pods"),
+        {
+            "metadata": {
+                "name": "calm-1",
+                "namespace": ns.name,
+                "labels": {
+                    "app.kubernetes.io/name": "kubeclassify",
+                    "app.kubernetes.io/instance": "calm",
+                    "app.kubernetes.io/managed-by": "kubeclassify-operator",
+                },
+            },
+            "status": {"containerStatuses": [{"name": "modelserver", "state": {"running": {}}}]},
+        },
+    )
+    time.sleep(1.5)
+    assert [ns.get(kind, "calm") for kind in kinds] == before
+    assert len(ns.events("calm")) == events
+
+
 def test_spec_change_updates_children(ns: Namespace) -> None:
     ns.create_classifier("dogs", {"nodeSelector": {"pool": "cpu"}})
     ns.wait_for("deployments", "dogs")
@@ -281,3 +315,25 @@ def test_operator_registers_in_its_peering_object(operator_process: Any, cluster
     )
     (entry,) = peering.values()
     assert "priority" in entry and "lastseen" in entry
+
+
+def test_two_replicas_never_act_at_once(
+    ns: Namespace, cluster: Any, launch_operator: Any, operator_process: Any
+) -> None:
+    peering_path = "/apis/kopf.dev/v1/clusterkopfpeerings/kubeclassify"
+    second = launch_operator("operator-2")
+    try:
+        cluster.wait(
+            lambda: len((cluster.get(peering_path) or {}).get("status", {})) == 2,
+            what="both replicas in the peering object",
+        )
+        # Equal priorities: both replicas pause, so nobody creates the children.
+        time.sleep(1)  # let both notice each other
+        ns.create_classifier("peers", {})
+        time.sleep(2)
+        assert ns.get("deployments", "peers") is None
+    finally:
+        second.stop()
+    # The second replica left the peering on exit; the first resumes and catches up.
+    ns.wait_for("deployments", "peers", timeout=20)
+    assert operator_process.process.poll() is None
