@@ -40,6 +40,11 @@ class RunningServer:
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
 
+    def predict(self, *photos: Path, query: str = "") -> requests.Response:
+        """POST the photos to /predict as the tutorial's clients do (multipart `image`)."""
+        files = [("image", (photo.name, photo.read_bytes())) for photo in photos]
+        return requests.post(f"{self.url}/predict{query}", files=files, timeout=60)
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)

@@ -5,17 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import requests
 from serving import EXPECTED_TOP1, RunningServer
 
 
 def test_the_tutorials_beagle_is_a_beagle(
     mobilenet_server: RunningServer, images_dir: Path
 ) -> None:
-    with (images_dir / "dog.jpg").open("rb") as photo:
-        answer = requests.post(
-            mobilenet_server.url + "/predict", files={"image": photo}, timeout=30
-        )
+    answer = mobilenet_server.predict(images_dir / "dog.jpg")
     assert answer.status_code == 200
     body = answer.json()
     assert body["success"] is True
@@ -32,9 +28,6 @@ def test_every_photo_gets_its_expected_label(
 ) -> None:
     labels = mobilenet_labels.read_text().splitlines()
     expected = labels[EXPECTED_TOP1[photo] + 1]  # this model's labels start with "background"
-    with (images_dir / photo).open("rb") as image:
-        answer = requests.post(
-            mobilenet_server.url + "/predict?top_k=1", files={"image": image}, timeout=30
-        )
+    answer = mobilenet_server.predict(images_dir / photo, query="?top_k=1")
     assert answer.status_code == 200, answer.text
     assert [p["label"] for p in answer.json()["predictions"]] == [expected]

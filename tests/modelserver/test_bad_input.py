@@ -181,10 +181,7 @@ def test_the_worker_survives_every_bad_request(
     mobilenet_server: RunningServer, images_dir: Path
 ) -> None:
     """Runs after the table above: the same worker still classifies correctly."""
-    with (images_dir / "dog.jpg").open("rb") as photo:
-        answer = requests.post(
-            mobilenet_server.url + "/predict", files={"image": photo}, timeout=30
-        )
+    answer = mobilenet_server.predict(images_dir / "dog.jpg")
     assert answer.status_code == 200
     assert answer.json()["predictions"][0]["label"] == "beagle"
     assert mobilenet_server.log_tail().count("Booting worker") == 1

@@ -16,11 +16,6 @@ from serving import RunningServer
 PHOTOS = ("dog.jpg", "bmw.png", "parrot.jpg", "grace_hopper.bmp")
 
 
-def predict(server: RunningServer, *photos: Path, query: str = "") -> requests.Response:
-    files = [("image", (photo.name, photo.read_bytes())) for photo in photos]
-    return requests.post(f"{server.url}/predict{query}", files=files, timeout=60)
-
-
 def by_label(predictions: list[dict[str, Any]]) -> dict[str, list[float]]:
     """Probabilities per label; ImageNet names two classes "crane" and two "maillot"."""
     grouped: dict[str, list[float]] = defaultdict(list)
@@ -43,7 +38,7 @@ def test_the_model_is_loaded_from_the_given_weights_file(
 def test_predict_answers_the_tutorials_contract(
     resnet_server: RunningServer, images_dir: Path
 ) -> None:
-    answer = predict(resnet_server, images_dir / "dog.jpg")
+    answer = resnet_server.predict(images_dir / "dog.jpg")
     assert answer.status_code == 200
     body = answer.json()
     assert set(body) == {"success", "predictions"} and body["success"] is True
@@ -57,7 +52,7 @@ def test_predict_answers_the_tutorials_contract(
 
 def test_top_k_chooses_how_many_predictions(resnet_server: RunningServer, images_dir: Path) -> None:
     for top_k in (1, 3, 1000):
-        answer = predict(resnet_server, images_dir / "dog.jpg", query=f"?top_k={top_k}")
+        answer = resnet_server.predict(images_dir / "dog.jpg", query=f"?top_k={top_k}")
         assert len(answer.json()["predictions"]) == top_k
     everything = answer.json()["predictions"]
     assert abs(sum(p["probability"] for p in everything) - 1) < 1e-3
@@ -67,10 +62,10 @@ def test_a_batch_gives_what_single_requests_give(
     resnet_server: RunningServer, images_dir: Path
 ) -> None:
     photos = [images_dir / name for name in PHOTOS]
-    together = predict(resnet_server, *photos, query="?top_k=1000").json()["results"]
+    together = resnet_server.predict(*photos, query="?top_k=1000").json()["results"]
     assert [r["filename"] for r in together] == list(PHOTOS)
     for photo, batched in zip(photos, together, strict=True):
-        alone = predict(resnet_server, photo, query="?top_k=1000").json()["predictions"]
+        alone = resnet_server.predict(photo, query="?top_k=1000").json()["predictions"]
         batched_by_label, alone_by_label = by_label(batched["predictions"]), by_label(alone)
         assert batched_by_label.keys() == alone_by_label.keys()
         for label, probabilities in alone_by_label.items():
@@ -90,7 +85,7 @@ def test_the_tf_serving_api_gives_the_same_answer(
     v1 = answer.json()["predictions"]
     assert len(v1) == 2
     for photo, predictions in zip(photos, v1, strict=True):
-        multipart = predict(resnet_server, photo).json()["predictions"]
+        multipart = resnet_server.predict(photo).json()["predictions"]
         assert [p["label"] for p in predictions] == [p["label"] for p in multipart]
         assert np.allclose(
             [p["probability"] for p in predictions],
