@@ -1,6 +1,5 @@
 """kopf glue: every trigger runs the same level-based `reconcile` for the affected classifier."""
 
-import logging
 import threading
 from collections import defaultdict
 from typing import Any, cast
@@ -10,7 +9,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kubeclassify_operator.builders import MANAGER
 from kubeclassify_operator.kube import CLASSIFIERS, Kube, load_config
-from kubeclassify_operator.reconcile import reconcile
+from kubeclassify_operator.reconcile import EventPoster, reconcile
 from kubeclassify_operator.spec import GROUP, PLURAL, VERSION
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
@@ -29,7 +28,6 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    settings.posting.level = logging.INFO
     kube = Kube(load_config())
     memo["kube"] = kube
     if not settings.peering.standalone:
@@ -56,7 +54,9 @@ def ensure_peering(kube: Kube, name: str, namespaces: list[str]) -> None:
                 raise
 
 
-def _poster(body: dict[str, Any]) -> Any:
+def _poster(body: dict[str, Any]) -> EventPoster:
+    """Events go on the classifier, where `kubectl describe ic` shows them."""
+
     def post(type_: str, reason: str, message: str) -> None:
         kopf.event(
             kopf.Body(cast(kopf.RawBody, body)), type=type_, reason=reason, message=message[:1024]

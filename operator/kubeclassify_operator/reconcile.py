@@ -32,9 +32,7 @@ def utcnow() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def reconcile(
-    kube: Kube, body: dict[str, Any], post: EventPoster, now: Callable[[], str] = utcnow
-) -> None:
+def reconcile(kube: Kube, body: dict[str, Any], post: EventPoster) -> None:
     """Create-or-patch the children of one ImageClassifier and write its status."""
     owner = Owner.from_body(body)
     previous: dict[str, Any] = dict(body.get("status") or {})
@@ -44,7 +42,7 @@ def reconcile(
         _apply_children(kube, owner, spec, post)
     except InvalidSpec as exc:
         new = status.invalid_status(
-            previous=previous, message=str(exc), generation=generation, now=now()
+            previous=previous, message=str(exc), generation=generation, now=utcnow()
         )
     else:
         observed = status.Observed(
@@ -58,7 +56,7 @@ def reconcile(
             observed=observed,
             previous=previous,
             generation=generation,
-            now=now(),
+            now=utcnow(),
         )
     if new != previous:
         patch = builders.merge_patch(previous, new)
