@@ -281,13 +281,10 @@ OperatorLauncher = Callable[[str], OperatorProcess]
 
 
 @pytest.fixture(scope="session")
-def launch_operator(
-    emulator: EmulatorThread, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorLauncher]:
-    """Start the installed `kubeclassify-operator` command (cluster-wide, with peering)."""
-    workdir = tmp_path_factory.mktemp("operator")
-    kubeconfig = workdir / "kubeconfig"
-    kubeconfig.write_text(
+def kubeconfig(emulator: EmulatorThread, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kubeconfig for the emulator, as kubectl and the operator read it."""
+    path = tmp_path_factory.mktemp("kube") / "config"
+    path.write_text(
         yaml.safe_dump(
             {
                 "apiVersion": "v1",
@@ -301,6 +298,15 @@ def launch_operator(
             }
         )
     )
+    return path
+
+
+@pytest.fixture(scope="session")
+def launch_operator(
+    kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorLauncher]:
+    """Start the installed `kubeclassify-operator` command (cluster-wide, with peering)."""
+    workdir = tmp_path_factory.mktemp("operator")
     command = shutil.which("kubeclassify-operator", path=str(Path(sys.executable).parent))
     assert command, "install the operator: pip install -e operator"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}

@@ -4,7 +4,11 @@ The emulator has no controllers: where Kubernetes would make a Deployment availa
 pod crash-loop, the test writes that state itself, as the kubelet and controllers would.
 """
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -26,6 +30,23 @@ def container_of(deployment: dict[str, Any]) -> dict[str, Any]:
 def test_operator_serves_liveness(operator_process: Any) -> None:
     assert operator_process.process.poll() is None
     assert requests.get(operator_process.liveness_url, timeout=5).status_code == 200
+
+
+def test_kubectl_apply_of_the_minimal_example(ns: Namespace, kubeconfig: Path) -> None:
+    """The user's path: real kubectl applies examples/minimal.yaml; the operator takes over."""
+    kubectl = Path(sys.executable).parent / "kubectl"
+    example = Path(__file__).resolve().parents[2] / "examples" / "minimal.yaml"
+    subprocess.run(
+        # --validate=false: the emulator serves no OpenAPI document to validate against.
+        [str(kubectl), "apply", "--validate=false", "-n", ns.name, "-f", str(example)],
+        env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        check=True,
+        capture_output=True,
+    )
+    deployment = ns.wait_for("deployments", "resnet")
+    assert env_of(deployment)["MODEL_NAME"] == "resnet50"
+    assert ns.wait_for("services", "resnet")["spec"]["type"] == "LoadBalancer"
+    ns.wait_condition("resnet", "Ready", "False", "ReplicasNotReady")
 
 
 def test_create_makes_owned_deployment_and_service(ns: Namespace) -> None:
