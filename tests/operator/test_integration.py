@@ -181,6 +181,11 @@ def test_deleted_or_edited_children_are_restored(ns: Namespace) -> None:
     )
     assert container_of(restored)["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
+    ns.cluster.patch(ns.path("services", "birds"), {"spec": {"type": "NodePort"}})
+    ns.wait_for(
+        "services", "birds", lambda s: s["spec"]["type"] == "LoadBalancer", "type restored", 5
+    )
+
 
 def test_status_follows_deployment_service_and_pods(ns: Namespace) -> None:
     ns.create_classifier("fish", {"replicas": 2})
@@ -271,6 +276,8 @@ def test_autoscaling_on_and_off(ns: Namespace) -> None:
         "name": "owls",
     }
     assert hpa["metadata"]["ownerReferences"][0]["kind"] == "ImageClassifier"
+    ns.cluster.delete(ns.path("horizontalpodautoscalers", "owls"))
+    ns.wait_for("horizontalpodautoscalers", "owls", what="the HPA to be recreated", timeout=5)
 
     # The HPA scales the Deployment; the operator must leave that number alone.
     ns.cluster.patch(ns.path("deployments", "owls"), {"spec": {"replicas": 4}})
