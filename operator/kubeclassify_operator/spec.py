@@ -124,7 +124,7 @@ class ServerSettings(_Model):
     max_batch_delay_ms: int = Field(default=2, ge=0, le=10000)
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     workers: int = Field(default=1, ge=1, le=64)
-    threads: int = Field(default=16, ge=1, le=1024)
+    threads: int = Field(default=32, ge=1, le=1024)
 
 
 _EMPTY_DEFAULT: dict[str, Any] = {"default": {}}

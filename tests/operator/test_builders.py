@@ -129,7 +129,7 @@ def test_deployment_runs_the_server_safely() -> None:
                 "BATCH_MAX_DELAY_MS": "2",
                 "MAX_UPLOAD_BYTES": "10485760",
                 "WORKERS": "1",
-                "THREADS": "16",
+                "THREADS": "32",
             },
         ),
         (

@@ -1,0 +1,47 @@
+"""The operator and the model server agree: the variables, defaults, port and probe paths the
+operator puts in the pod are the ones the server reads and serves. The two distributions
+cannot import each other (the operator image has no TensorFlow), so this test holds them
+together."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from kubeclassify_operator.builders import Owner, build_deployment
+from kubeclassify_operator.spec import parse_spec
+from modelserver.app import create_app
+from modelserver.config import DEFAULT_PORT, OPTIONS, Settings
+
+
+def server_container() -> dict[str, Any]:
+    owner = Owner(name="demo", namespace="default", uid="1234")
+    deployment = build_deployment(owner, parse_spec({}))
+    container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
+    return container
+
+
+def test_the_pod_environment_is_the_servers_defaults() -> None:
+    env = {var["name"]: var["value"] for var in server_container()["env"]}
+    assert set(env) <= {option.env for option in OPTIONS}
+    assert Settings.from_env(env) == Settings()
+
+
+def test_the_port_and_probe_paths_are_served(shared_dir: Path) -> None:
+    container = server_container()
+    assert [port["containerPort"] for port in container["ports"]] == [DEFAULT_PORT]
+    models = shared_dir / "models"
+    app = create_app(
+        Settings(
+            model_file=models / "mobilenet_v2_1.0_224_quant.tflite",
+            labels_file=models / "imagenet_labels.txt",
+        )
+    )
+    client = app.test_client()
+    deadline = time.monotonic() + 60
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert client.get(container[probe]["httpGet"]["path"]).status_code == 200, probe
