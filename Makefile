@@ -11,11 +11,11 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 install-server: $(BIN)/python
-	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e ./modelserver
+	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e './modelserver[cpu]'
 
 install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet --config-settings editable_mode=compat \
-		-e ./modelserver -e ./operator -r requirements-dev.txt
+		-e './modelserver[cpu]' -e ./operator -r requirements-dev.txt
 
 serve: install-server
 	@echo "Starting the model server on port $(PORT); once ready, try:"

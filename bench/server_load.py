@@ -250,6 +250,10 @@ row. The clients run on the same 2 cores as the server, so they take a share of 
 - Mean batch size at concurrency 16: {batch_at_16:.1f}.
 - Ceiling, the raw compiled forward pass in-process at batch {used_batch}: {ceiling:.2f} images/s.
 - Raw batch-1 forward pass: {single_ms:.1f} ms.
+- The ceiling itself is {ceiling / baseline[1].images_per_s:.2f} x the tutorial baseline at
+  concurrency 16: on a CPU, batching gains little over batch 1 (the cores are busy either
+  way), so a server can beat the baseline only by the baseline's own overheads (Keras'
+  `model.predict` per request, concurrent passes fighting for the cores), not by more FLOPs.
 
 ## Targets
 
