@@ -80,9 +80,10 @@ def _register_routes(app: Flask, service: ModelService) -> None:
 
     @app.get("/readyz")
     def readyz() -> tuple[Response, int, dict[str, str]]:
-        ready = service.describe()["ready"]
         body = jsonify(status=service.state.value, error=service.failure)
-        return body, (200 if ready else 503), ({} if ready else {"Retry-After": _RETRY_AFTER_S})
+        if service.ready:
+            return body, 200, {}
+        return body, 503, {"Retry-After": _RETRY_AFTER_S}
 
     @app.get("/metrics")
     def prometheus_metrics() -> Response:

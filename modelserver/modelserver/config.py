@@ -16,6 +16,7 @@ from typing import Any
 
 DEFAULT_PORT = 5000
 BUILTIN_MODELS = ("resnet50",)
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,16 @@ class Settings:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
-        positive = ("port", "workers", "threads", "batch_max_size", "top_k", "max_upload_bytes")
-        for name in (*positive, "max_image_pixels", "graceful_timeout"):
-            if getattr(self, name) < (1 if name in positive else 0):
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        """Refuse nonsense at start-up, naming the variable, rather than fail on a request."""
+        minimums = {"batch_max_delay_ms": 0, "graceful_timeout": 0}
+        for option in OPTIONS:
+            value, minimum = getattr(self, option.field), minimums.get(option.field, 1)
+            if isinstance(value, int | float) and value < minimum:
+                raise ValueError(f"{option.env} must be at least {minimum}, got {value}")
         if self.model_name not in BUILTIN_MODELS:
             raise ValueError(f"MODEL_NAME must be one of {BUILTIN_MODELS}, got {self.model_name!r}")
-        if self.batch_max_delay_ms < 0:
-            raise ValueError("batch_max_delay_ms must be >= 0")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"LOG_LEVEL must be one of {LOG_LEVELS}, got {self.log_level!r}")
         if self.labels_file is not None and self.model_file is None:
             raise ValueError("MODEL_LABELS only applies with MODEL_FILE")
 

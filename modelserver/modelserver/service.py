@@ -44,32 +44,35 @@ class ModelService:
     def __init__(
         self,
         settings: Settings,
-        load: Callable[[Settings], Classifier] = load_classifier,
         on_load_failure: Callable[[Exception], None] = lambda error: None,
     ) -> None:
         self.settings = settings
         self.state = State.LOADING
         self.failure: str | None = None
-        self._load = load
         self._on_load_failure = on_load_failure
-        self._classifier: Classifier | None = None
-        self._batcher: DynamicBatcher | None = None
+        self._loaded: tuple[Classifier, DynamicBatcher] | None = None
         threading.Thread(target=self._load_and_warm_up, name="model-loader", daemon=True).start()
 
     @property
+    def ready(self) -> bool:
+        return self.state is State.READY
+
+    @property
     def classifier(self) -> Classifier:
-        if self._classifier is None or self.state in (State.LOADING, State.FAILED):
+        return self._model_and_batcher()[0]
+
+    def _model_and_batcher(self) -> tuple[Classifier, DynamicBatcher]:
+        """The loaded model; draining still serves what is in flight."""
+        if self._loaded is None:
             raise NotReady(self.failure or "the model is still loading")
-        return self._classifier
+        return self._loaded
 
     def classify(self, uploads: list[bytes], top_k: int) -> list[list[Prediction]]:
         """Top-k predictions for each upload, in order; `ImageError` names the bad one."""
-        classifier = self.classifier
-        if self._batcher is None:
-            raise NotReady("the model is still loading")
-        with self._batcher.expecting(len(uploads)):
+        classifier, batcher = self._model_and_batcher()
+        with batcher.expecting(len(uploads)):
             inputs = [self._preprocess(classifier, uploads, i) for i in range(len(uploads))]
-        probabilities = self._batcher.submit(inputs)
+        probabilities = batcher.submit(inputs)
         metrics.IMAGES.inc(len(inputs))
         return [top_predictions(p, classifier.labels, top_k) for p in probabilities]
 
@@ -92,14 +95,14 @@ class ModelService:
         description: dict[str, Any] = {
             "name": self.settings.served_name,
             "state": self.state.value,
-            "ready": self.state is State.READY,
+            "ready": self.ready,
             "batching": {
                 "max_size": self.settings.batch_max_size,
                 "max_delay_ms": self.settings.batch_max_delay_ms,
             },
         }
-        if self._classifier is not None:
-            description |= self._classifier.describe()
+        if self._loaded is not None:
+            description |= self._loaded[0].describe()
         if self.failure:
             description["error"] = self.failure
         return description
@@ -107,7 +110,7 @@ class ModelService:
     def _load_and_warm_up(self) -> None:
         started = time.monotonic()
         try:
-            classifier = self._load(self.settings)
+            classifier = load_classifier(self.settings)
             classifier.warm_up(tuple(sorted({1, self.settings.batch_max_size})))
         except (ModelLoadError, WeightsUnavailable) as error:
             self._fail(error, str(error))
@@ -115,14 +118,14 @@ class ModelService:
         except Exception as error:
             self._fail(error, f"the model failed to load: {type(error).__name__}: {error}")
             return
-        self._classifier = classifier
-        self._batcher = DynamicBatcher(
+        batcher = DynamicBatcher(
             classifier.predict_batch,
             self.settings.batch_max_size,
             self.settings.batch_max_delay_ms / 1000,
             on_batch=metrics.BATCH_SIZE.observe,
             on_queue_change=metrics.QUEUE_DEPTH.set,
         )
+        self._loaded = (classifier, batcher)
         seconds = time.monotonic() - started
         metrics.MODEL_LOAD_SECONDS.set(seconds)
         metrics.MODEL_READY.set(1)

@@ -35,7 +35,9 @@ def test_settings_come_from_the_environment() -> None:
     ("environ", "words"),
     [
         ({"PORT": "eighty"}, "PORT='eighty'"),
-        ({"BATCH_MAX_SIZE": "0"}, "batch_max_size must be positive"),
+        ({"BATCH_MAX_SIZE": "0"}, "BATCH_MAX_SIZE must be at least 1, got 0"),
+        ({"BATCH_MAX_DELAY_MS": "-1"}, "BATCH_MAX_DELAY_MS must be at least 0"),
+        ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL must be one of"),
         ({"MODEL_NAME": "vgg16"}, "MODEL_NAME must be one of"),
         ({"MODEL_LABELS": "labels.txt"}, "MODEL_LABELS only applies with MODEL_FILE"),
     ],
