@@ -11,10 +11,10 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 install-server: $(BIN)/python
-	$(BIN)/pip install --quiet --config-settings editable_mode=compat -e './modelserver[cpu]'
+	$(BIN)/pip install --quiet -e './modelserver[cpu]'
 
 install-dev: $(BIN)/python
-	$(BIN)/pip install --quiet --config-settings editable_mode=compat \
+	$(BIN)/pip install --quiet \
 		-e './modelserver[cpu]' -e ./operator -r requirements-dev.txt
 
 serve: install-server

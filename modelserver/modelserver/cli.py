@@ -53,8 +53,10 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(env)
     if settings.model_file is None:
         env["MODEL_WEIGHTS"] = str(resolve_weights(settings.weights))
-    command = [sys.executable, "-m", "gunicorn", "-c", "python:modelserver.gunicorn_conf"]
-    os.execve(sys.executable, command, env)
+    # gunicorn's own script, not `python -m`, which would put the working directory first on
+    # sys.path, where a source checkout's `modelserver/` folder would shadow the package.
+    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+    os.execve(gunicorn, [gunicorn, "-c", "python:modelserver.gunicorn_conf"], env)
 
 
 def _predict(images: list[Path], url: str, top_k: int | None, as_json: bool) -> int:
