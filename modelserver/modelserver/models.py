@@ -89,10 +89,7 @@ class ResNet50Classifier(Classifier):
             raise ModelLoadError(
                 f"MODEL_WEIGHTS={weights} is not a ResNet50 ImageNet weights file: {error}"
             ) from None
-        self._forward = tf.function(
-            lambda batch: model(batch, training=False),
-            input_signature=[tf.TensorSpec([None, 224, 224, 3], tf.float32)],
-        )
+        self._forward = compiled_forward(model, (224, 224))
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -120,10 +117,7 @@ class KerasFileClassifier(Classifier):
         self._size = (int(width), int(height))
         outputs = int(model.output_shape[-1])
         super().__init__(path.stem, _labels_for(outputs, labels, path), path)
-        self._forward = tf.function(
-            lambda batch: model(batch, training=False),
-            input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)],
-        )
+        self._forward = compiled_forward(model, (int(height), int(width)))
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -181,6 +175,15 @@ class TFLiteClassifier(Classifier):
         if scale:
             raw = (raw.astype(np.float32) - zero_point) * scale
         return as_probabilities(raw.astype(np.float32))
+
+
+def compiled_forward(model: Any, height_width: tuple[int, int]) -> Any:
+    """The inference pass as one traced graph for any batch size: no retracing per batch."""
+    height, width = height_width
+    return tf.function(
+        lambda batch: model(batch, training=False),
+        input_signature=[tf.TensorSpec([None, height, width, 3], tf.float32)],
+    )
 
 
 def write_seeded_resnet50_weights(path: Path, seed: int) -> None:
