@@ -2,7 +2,7 @@
 (the raw batched forward pass, in-process) and a baseline (the tutorial's Flask design).
 
 ResNet50's speed does not depend on its weight values, so seeded random weights serve.
-Everything runs on loopback and stops by itself. Writes docs/benchmarks.md.
+Everything runs on loopback and stops by itself. Writes its section of docs/benchmarks.md.
 
 Run: python bench/server_load.py [--seconds 20]
 """
@@ -30,6 +30,7 @@ from modelserver.models import (
     configure_tensorflow_threads,
     write_seeded_resnet50_weights,
 )
+from report import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS_DIR = Path(os.environ.get("KUBECLASSIFY_SHARED", REPO.parent / "shared")) / "images"
@@ -159,7 +160,6 @@ def raw_images_per_s(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0, help="per measurement")
-    parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
     args = parser.parse_args()
 
     configure_tensorflow_threads(available_cpus())  # the server's thread pools, for the ceiling
@@ -212,8 +212,7 @@ def main() -> None:
 
     report = render(results, baseline, ceiling, used_batch, batch_at_16, single_ms, args.seconds)
     print(report)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(report)
+    write_section("server_load", report)
 
 
 def render(
@@ -250,7 +249,7 @@ def render(
         ]
     )
 
-    return f"""# Benchmarks
+    return f"""## Model server: ResNet50 under gunicorn (1 worker, dynamic batching)
 
 Produced by `python bench/server_load.py --seconds {seconds:g}` (`make bench`), all figures
 from one run on this machine ({os.cpu_count()} CPUs, TensorFlow on the CPU). ResNet50 with
@@ -258,8 +257,6 @@ seeded random weights (speed does not depend on the values), the photos of
 `../shared/images` posted round-robin by closed-loop clients on loopback, {seconds:g} s per
 row. The clients run on the same 2 cores as the server and take the share of the CPU shown in
 the last column, in cores (bodies are encoded once, so that share is mostly HTTP).
-
-## Model server: ResNet50 under gunicorn (1 worker, dynamic batching)
 
 | server | clients | images/s | p50 ms | p95 ms | p99 ms | errors / requests | client CPU |
 |---|---|---|---|---|---|---|---|
@@ -273,7 +270,7 @@ the last column, in cores (bodies are encoded once, so that share is mostly HTTP
   way), so a server can beat the baseline only by the baseline's own overheads (Keras'
   `model.predict` per request, concurrent passes fighting for the cores), not by more FLOPs.
 
-## Targets
+### Targets
 
 | target | measured | |
 |---|---|---|
