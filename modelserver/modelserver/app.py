@@ -20,13 +20,14 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from . import metrics
 from .config import Settings
 from .images import ImageError
-from .service import ModelService, NotReady
+from .service import ModelService, NotReady, Overloaded
 
 log = logging.getLogger(__name__)
 
 # gunicorn halts the whole server when a worker exits with this code (WORKER_BOOT_ERROR).
 _WORKER_BOOT_ERROR = 3
-_RETRY_AFTER_S = "5"
+_RETRY_AFTER_S = "5"  # while loading or draining
+_OVERLOAD_RETRY_AFTER_S = "1"  # a queue drains in about a second on a warm model
 
 
 class ClientError(Exception):
@@ -80,6 +81,9 @@ def _register_routes(app: Flask, service: ModelService) -> None:
 
     @app.get("/readyz")
     def readyz() -> tuple[Response, int, dict[str, str]]:
+        if service.ready and service.overloaded:
+            body = jsonify(status="overloaded", error="the request queue is full")
+            return body, 503, {"Retry-After": _OVERLOAD_RETRY_AFTER_S}
         body = jsonify(status=service.state.value, error=service.failure)
         if service.ready:
             return body, 200, {}
@@ -91,6 +95,10 @@ def _register_routes(app: Flask, service: ModelService) -> None:
 
     @app.post("/predict")
     def predict() -> Response:
+        with service.admission():
+            return _predict()
+
+    def _predict() -> Response:
         if request.mimetype != "multipart/form-data":
             raise ClientError(415, "send the image as multipart/form-data in a field named 'image'")
         uploads = request.files.getlist("image")
@@ -116,9 +124,10 @@ def _register_routes(app: Flask, service: ModelService) -> None:
     @app.post("/v1/models/<name>:predict")
     def v1_predict(name: str) -> Response:
         _require_model(name, settings)
-        top_k = _top_k(request.args.get("top_k"), service)
-        uploads = _v1_instances(request.get_data())
-        return jsonify(predictions=service.classify(uploads, top_k))
+        with service.admission():
+            top_k = _top_k(request.args.get("top_k"), service)
+            uploads = _v1_instances(request.get_data())
+            return jsonify(predictions=service.classify(uploads, top_k))
 
     @app.before_request
     def allow_base64_overhead() -> None:
@@ -142,6 +151,10 @@ def _register_errors(app: Flask, settings: Settings) -> None:
     @app.errorhandler(NotReady)
     def not_ready(exc: NotReady) -> Any:
         return error(503, f"not ready: {exc}", {"Retry-After": _RETRY_AFTER_S})
+
+    @app.errorhandler(Overloaded)
+    def overloaded(exc: Overloaded) -> Any:
+        return error(503, str(exc), {"Retry-After": _OVERLOAD_RETRY_AFTER_S})
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc: RequestEntityTooLarge) -> Any:

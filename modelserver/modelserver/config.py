@@ -31,6 +31,7 @@ class Settings:
     port: int = DEFAULT_PORT
     workers: int = 1
     threads: int = 32
+    max_queue: int | None = None
     batch_max_size: int = 16
     batch_max_delay_ms: float = 2.0
     top_k: int = 5
@@ -41,7 +42,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         """Refuse nonsense at start-up, naming the variable, rather than fail on a request."""
-        minimums = {"batch_max_delay_ms": 0, "graceful_timeout": 0}
+        minimums = {"batch_max_delay_ms": 0, "graceful_timeout": 0, "max_queue": 0}
         for option in OPTIONS:
             value, minimum = getattr(self, option.field), minimums.get(option.field, 1)
             if isinstance(value, int | float) and value < minimum:
@@ -52,6 +53,21 @@ class Settings:
             raise ValueError(f"LOG_LEVEL must be one of {LOG_LEVELS}, got {self.log_level!r}")
         if self.labels_file is not None and self.model_file is None:
             raise ValueError("MODEL_LABELS only applies with MODEL_FILE")
+        if self.max_queue and self.max_queue >= self.threads:
+            raise ValueError(
+                f"MAX_QUEUE ({self.max_queue}) must be below THREADS ({self.threads}): refusing "
+                "a request over the bound, and answering probes, needs a free thread"
+            )
+
+    @property
+    def queue_limit(self) -> int | None:
+        """Requests one worker holds at once before it sheds load; None for no bound.
+
+        By default 3/4 of the threads, so the rest stay free to refuse quickly and to answer
+        probes while the model is saturated."""
+        if self.max_queue is None:
+            return max(1, self.threads * 3 // 4)
+        return self.max_queue or None
 
     @property
     def served_name(self) -> str:
@@ -106,6 +122,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", "PORT", "port to bind", int),
     Option("workers", "WORKERS", "gunicorn worker processes (each loads the model)", int),
     Option("threads", "THREADS", "request threads per worker", int),
+    Option(
+        "max_queue",
+        "MAX_QUEUE",
+        "requests a worker holds before answering 503 (default 3/4 of THREADS; 0: no bound)",
+        int,
+    ),
     Option("batch_max_size", "BATCH_MAX_SIZE", "most images in one forward pass", int),
     Option(
         "batch_max_delay_ms", "BATCH_MAX_DELAY_MS", "longest wait for a batch to fill, in ms", float

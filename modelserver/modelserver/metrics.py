@@ -37,6 +37,14 @@ IMAGES = Counter("modelserver_images_total", "Images classified")
 QUEUE_DEPTH = Gauge(
     "modelserver_queue_depth", "Images waiting for the model", multiprocess_mode="livesum"
 )
+IN_FLIGHT = Gauge(
+    "modelserver_requests_in_flight",
+    "Predict requests being decoded, waiting for or in the model",
+    multiprocess_mode="livesum",
+)
+SHED = Counter(
+    "modelserver_requests_shed_total", "Predict requests refused with 503: over MAX_QUEUE"
+)
 MODEL_LOAD_SECONDS = Gauge(
     "modelserver_model_load_seconds",
     "Seconds spent loading and warming up the model",

@@ -10,7 +10,8 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,10 @@ class NotReady(RuntimeError):
     """The model cannot take requests now (loading, draining or failed)."""
 
 
+class Overloaded(RuntimeError):
+    """The worker already holds its bound of requests: refusing now beats queueing forever."""
+
+
 class ModelService:
     """One worker's model, batcher and lifecycle state."""
 
@@ -51,11 +56,38 @@ class ModelService:
         self.failure: str | None = None
         self._on_load_failure = on_load_failure
         self._loaded: tuple[Classifier, DynamicBatcher] | None = None
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
         threading.Thread(target=self._load_and_warm_up, name="model-loader", daemon=True).start()
 
     @property
     def ready(self) -> bool:
         return self.state is State.READY
+
+    @property
+    def overloaded(self) -> bool:
+        """At the queue bound: new predict requests are being refused."""
+        limit = self.settings.queue_limit
+        return limit is not None and self._in_flight >= limit
+
+    @contextmanager
+    def admission(self) -> Iterator[None]:
+        """Hold one place in the queue for a predict request, or raise `Overloaded`."""
+        with self._in_flight_lock:
+            if self.overloaded:
+                metrics.SHED.inc()
+                raise Overloaded(
+                    f"over capacity: {self._in_flight} requests are already queued "
+                    f"(MAX_QUEUE={self.settings.queue_limit}); retry later"
+                )
+            self._in_flight += 1
+        metrics.IN_FLIGHT.inc()
+        try:
+            yield
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
+            metrics.IN_FLIGHT.dec()
 
     @property
     def classifier(self) -> Classifier:
@@ -96,6 +128,8 @@ class ModelService:
             "name": self.settings.served_name,
             "state": self.state.value,
             "ready": self.ready,
+            "in_flight": self._in_flight,
+            "max_queue": self.settings.queue_limit,
             "batching": {
                 "max_size": self.settings.batch_max_size,
                 "max_delay_ms": self.settings.batch_max_delay_ms,

@@ -16,15 +16,9 @@ import requests
 from serving import EXPECTED_TOP1, RunningServer, start_server, wait_ready
 
 
-def metric(server: RunningServer, sample: str) -> float:
-    text = requests.get(server.url + "/metrics", timeout=10).text
-    found = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
-
-
 def batches_over_one(server: RunningServer) -> float:
-    count = metric(server, "modelserver_batch_size_count")
-    return count - metric(server, 'modelserver_batch_size_bucket{le="1.0"}')
+    count = server.metric("modelserver_batch_size_count")
+    return count - server.metric('modelserver_batch_size_bucket{le="1.0"}')
 
 
 def test_concurrent_requests_are_batched_and_all_correct(
@@ -83,14 +77,14 @@ def first_answer(server: RunningServer, path: str) -> requests.Response:
 
 def post_then_sigterm(server: RunningServer, photo: bytes) -> tuple[list[int], int]:
     """Send 8 requests, SIGTERM the server once they reach the model; their statuses."""
-    warm_up_batches = metric(server, "modelserver_batch_size_count")
+    warm_up_batches = server.metric("modelserver_batch_size_count")
     with ThreadPoolExecutor(8) as pool:
         answers = [
             pool.submit(requests.post, server.url + "/predict", files={"image": photo}, timeout=120)
             for _ in range(8)
         ]
         deadline = time.monotonic() + 60
-        while metric(server, "modelserver_batch_size_count") == warm_up_batches:
+        while server.metric("modelserver_batch_size_count") == warm_up_batches:
             assert time.monotonic() < deadline, "the requests never reached the model"
             time.sleep(0.02)
         exit_code = server.stop()

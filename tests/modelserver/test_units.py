@@ -40,6 +40,9 @@ def test_settings_come_from_the_environment() -> None:
         ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL must be one of"),
         ({"MODEL_NAME": "vgg16"}, "MODEL_NAME must be one of"),
         ({"MODEL_LABELS": "labels.txt"}, "MODEL_LABELS only applies with MODEL_FILE"),
+        ({"MAX_QUEUE": "-1"}, "MAX_QUEUE must be at least 0"),
+        ({"MAX_QUEUE": "32"}, r"MAX_QUEUE \(32\) must be below THREADS \(32\)"),
+        ({"THREADS": "8", "MAX_QUEUE": "9"}, "must be below THREADS"),
     ],
 )
 def test_bad_settings_are_refused_with_the_variable_named(
@@ -47,6 +50,22 @@ def test_bad_settings_are_refused_with_the_variable_named(
 ) -> None:
     with pytest.raises(ValueError, match=words):
         Settings.from_env(environ)
+
+
+@pytest.mark.parametrize(
+    ("environ", "limit"),
+    [
+        ({}, 24),
+        ({"THREADS": "8"}, 6),
+        ({"THREADS": "1"}, 1),
+        ({"MAX_QUEUE": "10"}, 10),
+        ({"MAX_QUEUE": "0"}, None),
+    ],
+)
+def test_the_queue_bound_defaults_to_three_quarters_of_the_threads(
+    environ: dict[str, str], limit: int | None
+) -> None:
+    assert Settings.from_env(environ).queue_limit == limit
 
 
 def test_every_option_is_documented_in_the_readme(repo_root: Path) -> None:

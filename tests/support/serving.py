@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -44,6 +45,12 @@ class RunningServer:
         """POST the photos to /predict as the tutorial's clients do (multipart `image`)."""
         files = [("image", (photo.name, photo.read_bytes())) for photo in photos]
         return requests.post(f"{self.url}/predict{query}", files=files, timeout=60)
+
+    def metric(self, sample: str) -> float:
+        """One sample of /metrics, e.g. `modelserver_batch_size_count` (0 when absent)."""
+        text = requests.get(self.url + "/metrics", timeout=10).text
+        found = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
 
     def stop(self) -> int:
         if self.process.poll() is None:
