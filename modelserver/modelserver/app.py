@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
 
 from . import metrics
 from .config import Settings
@@ -128,6 +128,22 @@ def _register_routes(app: Flask, service: ModelService) -> None:
             top_k = _top_k(request.args.get("top_k"), service)
             uploads = _v1_instances(request.get_data())
             return jsonify(predictions=service.classify(uploads, top_k))
+
+    @app.after_request
+    def drain_unread_body(response: Response) -> Response:
+        """Read what a refused request left unread, so its keep-alive connection stays usable.
+
+        gunicorn drops a connection whose unread body is over 64 KiB after it has already
+        answered "Connection: keep-alive"; the client's next request on it would then fail.
+        """
+        length = request.content_length
+        if length and length <= (request.max_content_length or 0):
+            try:
+                while request.stream.read(64 * 1024):
+                    pass
+            except (OSError, ClientDisconnected):
+                pass  # the client went away: nothing left to keep alive
+        return response
 
     @app.before_request
     def allow_base64_overhead() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 from PIL import Image
-from serving import RunningServer
+from serving import EXPECTED_TOP1, RunningServer
 
 
 def png(image: Image.Image) -> bytes:
@@ -184,7 +184,7 @@ def test_the_worker_survives_every_bad_request(
     answer = mobilenet_server.predict(images_dir / "dog.jpg")
     assert answer.status_code == 200
     assert answer.json()["predictions"][0]["label"] == "beagle"
-    assert mobilenet_server.log_tail().count("Booting worker") == 1
+    assert mobilenet_server.worker_boots() == 1
     errors = requests.get(mobilenet_server.url + "/metrics", timeout=10).text
     assert 'code="500"' not in errors
 
@@ -192,3 +192,25 @@ def test_the_worker_survives_every_bad_request(
 def test_405_says_which_methods_are_allowed(mobilenet_server: RunningServer) -> None:
     answer = requests.get(mobilenet_server.url + "/predict", timeout=10)
     assert "POST" in answer.headers["Allow"]
+
+
+def test_a_refused_body_leaves_the_keep_alive_connection_usable(
+    mobilenet_server: RunningServer,
+    images_dir: Path,
+    mobilenet_file: Path,
+    mobilenet_labels: Path,
+) -> None:
+    """Bodies over gunicorn's 64 KiB drain are refused unread; the next request still works."""
+    photo = (images_dir / "bmw.png").read_bytes()
+    assert len(photo) > 64 * 1024
+    url = mobilenet_server.url
+    with requests.Session() as session:
+        raw = session.post(url + "/predict", data=photo, timeout=30)
+        unknown = session.post(url + "/v1/models/vgg16:predict", data=photo, timeout=30)
+        bad_top_k = session.post(
+            f"{url}/v1/models/{mobilenet_file.stem}:predict?top_k=0", data=photo, timeout=30
+        )
+        good = session.post(url + "/predict", files={"image": photo}, timeout=30)
+    assert (raw.status_code, unknown.status_code, bad_top_k.status_code) == (415, 404, 400)
+    label = mobilenet_labels.read_text().splitlines()[EXPECTED_TOP1["bmw.png"] + 1]
+    assert good.status_code == 200 and good.json()["predictions"][0]["label"] == label

@@ -46,6 +46,10 @@ class RunningServer:
         files = [("image", (photo.name, photo.read_bytes())) for photo in photos]
         return requests.post(f"{self.url}/predict{query}", files=files, timeout=60)
 
+    def worker_boots(self) -> int:
+        """How many workers gunicorn has started: more than 1 means one died."""
+        return self.log.read_text(errors="replace").count("Booting worker")
+
     def metric(self, sample: str) -> float:
         """One sample of /metrics, e.g. `modelserver_batch_size_count` (0 when absent)."""
         text = requests.get(self.url + "/metrics", timeout=10).text
