@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 
-.PHONY: serve test lint crd bench install-server install-dev clean
+.PHONY: serve test lint crd bench bench-operator install-server install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ crd: install-dev
 
 bench: install-dev
 	$(BIN)/python bench/server_load.py
+	$(BIN)/python bench/server_overload.py
+
+bench-operator: install-dev
+	$(BIN)/python bench/operator_scale.py
 
 clean:
 	rm -rf $(VENV)
