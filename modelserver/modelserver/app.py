@@ -95,10 +95,6 @@ def _register_routes(app: Flask, service: ModelService) -> None:
 
     @app.post("/predict")
     def predict() -> Response:
-        with service.admission():
-            return _predict()
-
-    def _predict() -> Response:
         if request.mimetype != "multipart/form-data":
             raise ClientError(415, "send the image as multipart/form-data in a field named 'image'")
         uploads = request.files.getlist("image")
@@ -124,10 +120,9 @@ def _register_routes(app: Flask, service: ModelService) -> None:
     @app.post("/v1/models/<name>:predict")
     def v1_predict(name: str) -> Response:
         _require_model(name, settings)
-        with service.admission():
-            top_k = _top_k(request.args.get("top_k"), service)
-            uploads = _v1_instances(request.get_data())
-            return jsonify(predictions=service.classify(uploads, top_k))
+        top_k = _top_k(request.args.get("top_k"), service)
+        uploads = _v1_instances(request.get_data())
+        return jsonify(predictions=service.classify(uploads, top_k))
 
     @app.after_request
     def drain_unread_body(response: Response) -> Response:

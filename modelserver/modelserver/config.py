@@ -125,7 +125,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_queue",
         "MAX_QUEUE",
-        "requests a worker holds before answering 503 (default 3/4 of THREADS; 0: no bound)",
+        "requests a worker works on before answering 503 (default 3/4 of THREADS; 0: no bound)",
         int,
     ),
     Option("batch_max_size", "BATCH_MAX_SIZE", "most images in one forward pass", int),

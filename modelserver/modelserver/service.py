@@ -71,8 +71,9 @@ class ModelService:
         return limit is not None and self._in_flight >= limit
 
     @contextmanager
-    def admission(self) -> Iterator[None]:
-        """Hold one place in the queue for a predict request, or raise `Overloaded`."""
+    def _admission(self) -> Iterator[None]:
+        """Hold one place in the queue while a request's images are decoded and classified,
+        or raise `Overloaded`. Uploads are already read: a slow client holds no place."""
         with self._in_flight_lock:
             if self.overloaded:
                 metrics.SHED.inc()
@@ -102,9 +103,10 @@ class ModelService:
     def classify(self, uploads: list[bytes], top_k: int) -> list[list[Prediction]]:
         """Top-k predictions for each upload, in order; `ImageError` names the bad one."""
         classifier, batcher = self._model_and_batcher()
-        with batcher.expecting(len(uploads)):
-            inputs = [self._preprocess(classifier, uploads, i) for i in range(len(uploads))]
-        probabilities = batcher.submit(inputs)
+        with self._admission():
+            with batcher.expecting(len(uploads)):
+                inputs = [self._preprocess(classifier, uploads, i) for i in range(len(uploads))]
+            probabilities = batcher.submit(inputs)
         metrics.IMAGES.inc(len(inputs))
         return [top_predictions(p, classifier.labels, top_k) for p in probabilities]
 

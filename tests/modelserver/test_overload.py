@@ -3,6 +3,7 @@ on /readyz, and serves again as soon as its queue drains."""
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -50,8 +51,9 @@ def test_requests_over_the_bound_are_shed_and_readiness_says_so(
             time.sleep(0.02)
 
         refused = server.predict(images_dir / "dog.jpg")
+        instance = {"b64": base64.b64encode(dog).decode()}
         refused_v1 = requests.post(
-            server.url + "/v1/models/resnet50:predict", json={"instances": []}, timeout=30
+            server.url + "/v1/models/resnet50:predict", json={"instances": [instance]}, timeout=30
         )
         readiness = requests.get(server.url + "/readyz", timeout=30)
         alive = requests.get(server.url + "/healthz", timeout=30)
