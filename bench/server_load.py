@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -116,6 +117,14 @@ def drive(url: str, photos: list[bytes], concurrency: int, seconds: float) -> Lo
     )
 
 
+def free_port() -> int:
+    """A port nobody listens on: a stale server on a fixed port would be measured instead."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 def start(command: list[str], url: str, log: Path) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         command, stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=log.parent
@@ -177,7 +186,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="kubeclassify-bench-"))
     weights = work / "resnet50_seeded.h5"
     write_seeded_resnet50_weights(weights, seed=1)
-    port = 5391
+    port, baseline_port = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
 
     server = start(
@@ -208,12 +217,12 @@ def main() -> None:
 
     baseline_process = start(
         [sys.executable, str(REPO / "bench" / "tutorial_baseline.py"), str(weights),
-         str(port + 1)],
-        f"http://127.0.0.1:{port + 1}/predict",
+         str(baseline_port)],
+        f"http://127.0.0.1:{baseline_port}/predict",
         work / "baseline.log",
     )  # fmt: skip
     try:
-        baseline_url = f"http://127.0.0.1:{port + 1}/predict"
+        baseline_url = f"http://127.0.0.1:{baseline_port}/predict"
         drive(baseline_url, photos, 16, min(5.0, args.seconds))
         baseline = [drive(baseline_url, photos, c, args.seconds) for c in (1, 16)]
     finally:
