@@ -1,12 +1,16 @@
 """kopf glue: every trigger runs the same level-based `reconcile` for the affected classifier."""
 
+import logging
 import threading
+import time
 from collections import defaultdict
 from typing import Any, cast
 
 import kopf
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from kubeclassify_operator import status
 from kubeclassify_operator.builders import MANAGER
 from kubeclassify_operator.kube import CLASSIFIERS, Kube, load_config
 from kubeclassify_operator.reconcile import EventPoster, reconcile
@@ -15,10 +19,24 @@ from kubeclassify_operator.spec import GROUP, PLURAL, VERSION
 MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 RETRY_SECONDS = 10
+# A pass cut short by a transient API error is re-run on a fresh read after these pauses
+# (about 30 s in all): event handlers get no retries from kopf, so a lost pass would otherwise
+# wait for the next event. 409 is transient too: a re-read resolves the race.
+PASS_BACKOFFS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+TRANSIENT_STATUSES = {409, 429, 500, 502, 503, 504}
+MAX_RETRY_AFTER = 60.0
+# While a same-name stranger blocks a child, look again this often (it may carry none of our
+# labels, so its deletion triggers no event here).
+CONFLICT_RECHECK_SECONDS = 5.0
+
+logger = logging.getLogger(__name__)
 
 # One pass at a time per classifier, each on a fresh read: kopf runs the classifier's and its
 # children's handlers concurrently, and a pass working from a stale status would undo another's.
 _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+# Classifiers with a recheck pending (see _recheck_later).
+_rechecks: set[tuple[str, str]] = set()
+_rechecks_lock = threading.Lock()
 
 
 @kopf.on.startup()
@@ -88,7 +106,73 @@ def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 def _reconcile_fresh(kube: Kube, namespace: str, name: str) -> None:
     with _locks[namespace, name]:
-        owner = kube.get(CLASSIFIERS, namespace, name)
-        if owner is None or owner["metadata"].get("deletionTimestamp"):
-            return  # the classifier is gone; garbage collection removes the rest
-        reconcile(kube, owner, _poster(owner))
+        for attempt, pause in enumerate((*PASS_BACKOFFS, None), start=1):
+            try:
+                owner = kube.get(CLASSIFIERS, namespace, name)
+                if owner is None or owner["metadata"].get("deletionTimestamp"):
+                    return  # the classifier is gone; garbage collection removes the rest
+                new = reconcile(kube, owner, _poster(owner))
+                if status.in_conflict(new):
+                    _recheck_later(kube, namespace, name)
+                return
+            except (ApiException, urllib3.exceptions.HTTPError) as exc:
+                delay = retry_delay(exc, pause)
+                if delay is None:
+                    raise
+                logger.warning(
+                    "Pass %d for %s/%s failed (%s); retrying in %.1fs",
+                    attempt,
+                    namespace,
+                    name,
+                    _describe(exc),
+                    delay,
+                )
+                time.sleep(delay)
+
+
+def _recheck_later(kube: Kube, namespace: str, name: str) -> None:
+    """Run one more pass in a while (one pending recheck per classifier at most).
+
+    Not a kopf timer: those put a finalizer on the classifier, and deletion must never wait
+    for the operator.
+    """
+    with _rechecks_lock:
+        if (namespace, name) in _rechecks:
+            return
+        _rechecks.add((namespace, name))
+    timer = threading.Timer(CONFLICT_RECHECK_SECONDS, _recheck, (kube, namespace, name))
+    timer.daemon = True
+    timer.start()
+
+
+def _recheck(kube: Kube, namespace: str, name: str) -> None:
+    with _rechecks_lock:
+        _rechecks.discard((namespace, name))
+    try:
+        _reconcile_fresh(kube, namespace, name)
+    except Exception:  # a thread of our own: nobody else would log it; the next event retries
+        logger.exception("Recheck of %s/%s failed", namespace, name)
+
+
+def retry_delay(exc: Exception, pause: float | None) -> float | None:
+    """How long to wait before re-running a failed pass, or None to give up.
+
+    Transient failures (timeouts, dropped connections, 409/429/5xx) are retried after `pause`,
+    or after the server's Retry-After when that is longer; anything else is a real error.
+    """
+    if pause is None:
+        return None
+    if isinstance(exc, urllib3.exceptions.HTTPError):
+        return pause
+    if not isinstance(exc, ApiException) or exc.status not in TRANSIENT_STATUSES:
+        return None
+    retry_after = (exc.headers or {}).get("Retry-After", "")
+    if retry_after.isdigit():
+        return max(pause, min(float(retry_after), MAX_RETRY_AFTER))
+    return pause
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ApiException):
+        return f"HTTP {exc.status} {exc.reason}"
+    return repr(exc)

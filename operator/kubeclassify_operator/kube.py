@@ -16,6 +16,9 @@ from kubernetes.client.exceptions import ApiException
 from kubeclassify_operator.spec import GROUP, PLURAL, VERSION
 
 MERGE_PATCH = "application/merge-patch+json"
+USER_AGENT = "kubeclassify-operator"
+# (connect, read) seconds: a stalled API server must fail the call, not block the pass forever.
+REQUEST_TIMEOUT = (5.0, 30.0)
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,9 @@ def load_config() -> ApiClient:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    return ApiClient()
+    api = ApiClient()
+    api.user_agent = USER_AGENT  # tells its requests from kopf's in audit logs (and tests)
+    return api
 
 
 class Kube:
@@ -74,12 +79,12 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(*params)
-        data: bytes = response.response.data
+        response = self.api.call_api(*params, _request_timeout=REQUEST_TIMEOUT)
+        data: bytes = response.read()  # type: ignore[no-untyped-call]
         if response.status == 404:
             return None
         if response.status >= 400:
-            raise ApiException(status=response.status, reason=response.reason, body=data.decode())
+            raise ApiException(http_resp=response)  # keeps the headers: Retry-After
         result: dict[str, Any] = json.loads(data) if data else {}
         return result
 

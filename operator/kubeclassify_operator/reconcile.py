@@ -1,7 +1,11 @@
 """One level-based pass: bring the children to the desired state, then report the status.
 
 Every step compares first and writes only on a difference, so running it again changes
-nothing; that is what lets any event (the classifier's or a child's) simply re-run it.
+nothing; that is what lets any event (the classifier's or a child's) simply re-run it, and
+what makes it safe to retry a pass that an API error cut short.
+
+A same-name object that this classifier does not control is never written: the pass skips
+it and reports Ready=False/ChildConflict until it is gone.
 """
 
 import datetime
@@ -25,6 +29,7 @@ _WARNING_REASONS = {
     "ImagePullBackOff",
     "OOMKilled",
     "Unschedulable",
+    status.CHILD_CONFLICT,
 }
 
 
@@ -32,8 +37,8 @@ def utcnow() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def reconcile(kube: Kube, body: dict[str, Any], post: EventPoster) -> None:
-    """Create-or-patch the children of one ImageClassifier and write its status."""
+def reconcile(kube: Kube, body: dict[str, Any], post: EventPoster) -> dict[str, Any]:
+    """Create-or-patch the children of one ImageClassifier, write its status and return it."""
     owner = Owner.from_body(body)
     previous: dict[str, Any] = dict(body.get("status") or {})
     generation = body["metadata"].get("generation")
@@ -49,9 +54,11 @@ def reconcile(kube: Kube, body: dict[str, Any], post: EventPoster) -> None:
             deployment=kube.get(DEPLOYMENTS, owner.namespace, owner.name),
             service=kube.get(SERVICES, owner.namespace, owner.name),
             pods=kube.list(PODS, owner.namespace, builders.selector_labels(owner.name)),
+            hpa=kube.get(HPAS, owner.namespace, owner.name) if spec.autoscaling else None,
         )
         new = status.compute_status(
             name=owner.name,
+            uid=owner.uid,
             spec=spec,
             observed=observed,
             previous=previous,
@@ -62,26 +69,25 @@ def reconcile(kube: Kube, body: dict[str, Any], post: EventPoster) -> None:
         patch = builders.merge_patch(previous, new)
         kube.patch(CLASSIFIERS, owner.namespace, owner.name, {"status": patch}, sub="status")
         _announce_readiness(status.ready_condition(previous), status.ready_condition(new), post)
+    return new
 
 
 def _apply_children(kube: Kube, owner: Owner, spec: ImageClassifierSpec, post: EventPoster) -> None:
+    """Create-or-patch each child this classifier controls; a same-name stranger is skipped."""
     current = kube.get(DEPLOYMENTS, owner.namespace, owner.name)
     replicas = current.get("spec", {}).get("replicas") if current else None
-    _apply(kube, DEPLOYMENTS, builders.build_deployment(owner, spec, replicas), current, post)
+    deployment_ours = _apply(
+        kube, DEPLOYMENTS, builders.build_deployment(owner, spec, replicas), current, owner, post
+    )
     current = kube.get(SERVICES, owner.namespace, owner.name)
-    _apply(kube, SERVICES, builders.build_service(owner, spec), current, post)
+    _apply(kube, SERVICES, builders.build_service(owner, spec), current, owner, post)
     current = kube.get(HPAS, owner.namespace, owner.name)
     hpa = builders.build_hpa(owner, spec)
-    if hpa is not None:
-        _apply(kube, HPAS, hpa, current, post)
-    elif current is not None and _controlled_by(current, owner):
+    if hpa is not None and deployment_ours:  # never autoscale someone else's Deployment
+        _apply(kube, HPAS, hpa, current, owner, post)
+    elif hpa is None and current is not None and status.controlled_by(current, owner.uid):
         kube.delete(HPAS, owner.namespace, owner.name)
         post("Normal", "Deleted", f"Deleted HorizontalPodAutoscaler {owner.name} (autoscaling off)")
-
-
-def _controlled_by(child: dict[str, Any], owner: Owner) -> bool:
-    refs = child.get("metadata", {}).get("ownerReferences", [])
-    return any(ref.get("controller") and ref.get("uid") == owner.uid for ref in refs)
 
 
 def _apply(
@@ -89,9 +95,16 @@ def _apply(
     kind: Kind,
     desired: dict[str, Any],
     current: dict[str, Any] | None,
+    owner: Owner,
     post: EventPoster,
-) -> None:
-    """Create the child if missing, patch it if it drifted, leave it alone otherwise."""
+) -> bool:
+    """Create the child if missing, patch it if it drifted, leave it alone otherwise.
+
+    Returns False, writing nothing, when `current` is not this classifier's child.
+    A 409 on create (someone created it meanwhile) propagates: the retried pass re-reads it.
+    """
+    if current is not None and not status.controlled_by(current, owner.uid):
+        return False
     desired = builders.with_last_applied(desired)
     meta = desired["metadata"]
     what = f"{desired['kind']} {meta['name']}"
@@ -104,11 +117,10 @@ def _apply(
             kube.patch(kind, meta["namespace"], meta["name"], patch)
             post("Normal", "Updated", f"Updated {what} to match the spec")
     except ApiException as exc:
-        if exc.status == 409:
-            return  # created concurrently by another pass; its event brings us back
         if exc.status in (400, 422):  # e.g. an affinity the API server refuses
             raise InvalidSpec(f"the API server rejected the {what}: {exc.body}") from exc
         raise
+    return True
 
 
 def _announce_readiness(

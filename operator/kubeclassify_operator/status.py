@@ -16,6 +16,7 @@ READY = "Ready"
 DEPLOYMENT_AVAILABLE = "DeploymentAvailable"
 SERVICE_READY = "ServiceReady"
 CONDITION_TYPES = (READY, DEPLOYMENT_AVAILABLE, SERVICE_READY)
+CHILD_CONFLICT = "ChildConflict"
 
 # Waiting reasons of a container that mean "this will not fix itself soon".
 _IMAGE_PULL_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName"}
@@ -54,11 +55,28 @@ class ImageClassifierStatus(_Model):
 
 @dataclass(frozen=True)
 class Observed:
-    """The children as last read from the API (None when a child does not exist)."""
+    """The children as last read from the API (None when a child does not exist).
+
+    `hpa` is only read when the spec asks for autoscaling (None otherwise).
+    """
 
     deployment: dict[str, Any] | None
     service: dict[str, Any] | None
     pods: list[dict[str, Any]] = field(default_factory=list)
+    hpa: dict[str, Any] | None = None
+
+    def foreign(self, uid: str) -> list[dict[str, Any]]:
+        """The children that exist but are not controlled by the classifier with this uid."""
+        children = (self.deployment, self.service, self.hpa)
+        return [c for c in children if c is not None and not controlled_by(c, uid)]
+
+    def own(self, uid: str) -> "Observed":
+        """Only what this classifier controls: a same-name stranger is not its child."""
+        mine = [
+            c if c is None or controlled_by(c, uid) else None
+            for c in (self.deployment, self.service, self.hpa)
+        ]
+        return Observed(mine[0], mine[1], self.pods, mine[2])
 
 
 @dataclass(frozen=True)
@@ -66,6 +84,25 @@ class Verdict:
     status: Literal["True", "False", "Unknown"]
     reason: str
     message: str
+
+
+def controlled_by(child: dict[str, Any], uid: str) -> bool:
+    """Whether the child's controller ownerReference points to the object with this uid."""
+    refs = child.get("metadata", {}).get("ownerReferences") or []
+    return any(ref.get("controller") and ref.get("uid") == uid for ref in refs)
+
+
+def conflict_verdict(foreign: list[dict[str, Any]]) -> Verdict | None:
+    """Ready=False/ChildConflict naming each same-name object the operator must not touch."""
+    if not foreign:
+        return None
+    names = ", ".join(f"{c.get('kind', 'object')} {c['metadata']['name']}" for c in foreign)
+    return Verdict(
+        "False",
+        CHILD_CONFLICT,
+        f"{names} already exists and is not owned by this ImageClassifier; the operator leaves"
+        " it alone: delete or rename it, or rename the ImageClassifier",
+    )
 
 
 def pod_problem(pods: list[dict[str, Any]]) -> Verdict | None:
@@ -190,22 +227,32 @@ def merge_conditions(
 def compute_status(
     *,
     name: str,
+    uid: str,
     spec: ImageClassifierSpec,
     observed: Observed,
     previous: dict[str, Any],
     generation: int | None,
     now: str,
 ) -> dict[str, Any]:
-    """The full status of a valid ImageClassifier from its children."""
-    deployment = observed.deployment
+    """The full status of a valid ImageClassifier from its children.
+
+    A same-name object this classifier does not control is reported, never counted as its own.
+    """
+    conflict = conflict_verdict(observed.foreign(uid))
+    mine = observed.own(uid)
+    deployment = mine.deployment
     desired = desired_replicas(deployment) if deployment else None
     ready = int(deployment.get("status", {}).get("readyReplicas", 0)) if deployment else 0
-    endpoint = endpoint_of(observed.service)
+    endpoint = endpoint_of(mine.service)
     verdicts = {
-        READY: ready_verdict(observed),
+        READY: conflict or ready_verdict(mine),
         DEPLOYMENT_AVAILABLE: deployment_verdict(deployment),
-        SERVICE_READY: service_verdict(observed.service),
+        SERVICE_READY: service_verdict(mine.service),
     }
+    if conflict is not None and mine.deployment is not observed.deployment:
+        verdicts[DEPLOYMENT_AVAILABLE] = conflict
+    if conflict is not None and mine.service is not observed.service:
+        verdicts[SERVICE_READY] = conflict
     status = ImageClassifierStatus(
         observed_generation=generation,
         replicas=desired if desired is not None else spec.replicas,
@@ -239,3 +286,9 @@ def invalid_status(
 
 def ready_condition(status: dict[str, Any]) -> dict[str, Any] | None:
     return next((c for c in status.get("conditions", []) if c.get("type") == READY), None)
+
+
+def in_conflict(status: dict[str, Any]) -> bool:
+    """Whether Ready is False because a same-name stranger blocks a child."""
+    ready = ready_condition(status)
+    return ready is not None and ready.get("reason") == CHILD_CONFLICT

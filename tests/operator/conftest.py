@@ -13,16 +13,17 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import requests
-from kube_emulator import IC_PATH, EmulatorThread, write_kubeconfig
+from kube_emulator import IC_PATH, ApiServerEmulator, Call, EmulatorThread, Fault, write_kubeconfig
+from kubeclassify_operator.kube import USER_AGENT
 from kubeclassify_operator.spec import GROUP, KIND, VERSION
 
 T = TypeVar("T")
+HANDLED = f"{GROUP}/last-handled-configuration"  # kopf's diff-base annotation (handlers.py)
 
 
 class Cluster:
@@ -119,6 +120,15 @@ class Namespace:
 
         return self.cluster.wait(probe, timeout, what or f"{kind}/{name}")
 
+    def wait_handled(self, name: str) -> dict[str, Any]:
+        """The classifier once kopf has recorded its creation (kopf's last write for it)."""
+        return self.wait_for(
+            "imageclassifiers",
+            name,
+            lambda ic: HANDLED in ic["metadata"].get("annotations", {}),
+            f"kopf's {HANDLED} annotation on {name}",
+        )
+
     def condition(self, name: str, type_: str) -> dict[str, Any] | None:
         ic = self.get("imageclassifiers", name) or {}
         conditions = ic.get("status", {}).get("conditions", [])
@@ -157,19 +167,93 @@ def cluster(emulator: EmulatorThread) -> Cluster:
     return Cluster(emulator.url)
 
 
-@dataclass(frozen=True)
+# kopf's own client and the operator's (kube.py); kubectl and the tests use other agents.
+OPERATOR_AGENTS = ("kopf/", USER_AGENT)
+
+
+class Journal:
+    """The operator's requests as the emulator recorded them."""
+
+    def __init__(self, api: ApiServerEmulator) -> None:
+        self.api = api
+
+    def mark(self) -> int:
+        return len(self.api.calls)
+
+    def since(self, mark: int = 0, namespace: str | None = None) -> list[Call]:
+        return [
+            call
+            for call in self.api.calls[mark:]
+            if call.agent.startswith(OPERATOR_AGENTS)
+            and (namespace is None or call.namespace == namespace)
+        ]
+
+    def writes(self, mark: int = 0, namespace: str | None = None) -> list[Call]:
+        return [call for call in self.since(mark, namespace) if call.is_write]
+
+
+@pytest.fixture(scope="session")
+def journal(emulator: EmulatorThread) -> Journal:
+    assert emulator.emulator is not None
+    return Journal(emulator.emulator)
+
+
+@pytest.fixture
+def faults(emulator: EmulatorThread) -> Iterator[list[Fault]]:
+    """The emulator's fault list; whatever a test arms is disarmed (and released) after it."""
+    assert emulator.emulator is not None
+    armed = emulator.emulator.faults
+    yield armed
+    for fault in armed:
+        if fault.hold is not None:
+            fault.hold.set()
+    armed.clear()
+
+
 class OperatorProcess:
-    process: subprocess.Popen[bytes]
-    liveness_url: str
-    log_path: Path
+    """One `kubeclassify-operator` process; it can be killed and started again (same identity)."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.command = command
+        self.env = env
+        self.log_path = log_path
+        self.liveness_url = ""
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Launch and wait until kopf serves its liveness endpoint."""
+        self.liveness_url = f"http://127.0.0.1:{_free_port()}/healthz"
+        with self.log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [*self.command, "--liveness", self.liveness_url],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.process = process
+
+        def alive() -> bool:
+            assert process.poll() is None, self.log_path.read_text()
+            try:
+                return requests.get(self.liveness_url, timeout=1).ok
+            except requests.ConnectionError:
+                return False
+
+        Cluster.wait(alive, timeout=30, what=f"the liveness endpoint of {self.env['POD_ID']}")
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye to the peers, in-flight requests cut."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
 
     def stop(self) -> None:
+        assert self.process is not None
         self.process.terminate()
         try:
             self.process.wait(15)
         except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+            self.kill()
 
 
 OperatorLauncher = Callable[[str], OperatorProcess]
@@ -194,26 +278,10 @@ def launch_operator(
     started: list[OperatorProcess] = []
 
     def launch(name: str) -> OperatorProcess:
-        liveness_url = f"http://127.0.0.1:{_free_port()}/healthz"
-        log_path = workdir / f"{name}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [command, "--liveness", liveness_url],
-                env={**env, "POD_ID": name},  # kopf's identity among peers, as in deploy/
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        operator = OperatorProcess(process, liveness_url, log_path)
+        # POD_ID: kopf's identity among peers, as in deploy/.
+        operator = OperatorProcess([command], {**env, "POD_ID": name}, workdir / f"{name}.log")
         started.append(operator)
-
-        def alive() -> bool:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                return requests.get(liveness_url, timeout=1).ok
-            except requests.ConnectionError:
-                return False
-
-        Cluster.wait(alive, timeout=30, what=f"the liveness endpoint of {name}")
+        operator.start()
         return operator
 
     yield launch

@@ -8,7 +8,9 @@ from kubeclassify_operator.status import (
     Observed,
     Verdict,
     compute_status,
+    controlled_by,
     endpoint_of,
+    in_conflict,
     invalid_status,
     merge_conditions,
     pod_problem,
@@ -17,22 +19,40 @@ from kubeclassify_operator.status import (
 
 T0 = "2026-01-01T00:00:00Z"
 T1 = "2026-01-01T00:05:00Z"
+UID = "uid-of-cats"
 
 
-def deployment(replicas: int = 2, ready: int = 0, available: str | None = None) -> dict[str, Any]:
+def owned_by(uid: str | None, controller: bool = True) -> list[dict[str, Any]]:
+    """ownerReferences naming the object with `uid` (none for None)."""
+    if uid is None:
+        return []
+    return [{"kind": "ImageClassifier", "name": "cats", "uid": uid, "controller": controller}]
+
+
+def deployment(
+    replicas: int = 2, ready: int = 0, available: str | None = None, owner: str | None = UID
+) -> dict[str, Any]:
     status: dict[str, Any] = {"readyReplicas": ready}
     if available is not None:
         status["conditions"] = [
             {"type": "Available", "status": available, "reason": "MinimumReplicasAvailable"}
         ]
-    return {"metadata": {"name": "cats"}, "spec": {"replicas": replicas}, "status": status}
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": "cats", "ownerReferences": owned_by(owner)},
+        "spec": {"replicas": replicas},
+        "status": status,
+    }
 
 
 def service(
-    type_: str = "LoadBalancer", ingress: list[dict[str, str]] | None = None
+    type_: str = "LoadBalancer",
+    ingress: list[dict[str, str]] | None = None,
+    owner: str | None = UID,
 ) -> dict[str, Any]:
     return {
-        "metadata": {"name": "cats", "namespace": "ml"},
+        "kind": "Service",
+        "metadata": {"name": "cats", "namespace": "ml", "ownerReferences": owned_by(owner)},
         "spec": {"type": type_, "ports": [{"port": 80}]},
         "status": {"loadBalancer": {"ingress": ingress or []}},
     }
@@ -139,7 +159,7 @@ def test_compute_status_reports_everything() -> None:
     spec = ImageClassifierSpec.model_validate({"replicas": 2})
     observed = Observed(deployment(2, 2, "True"), service(ingress=[{"ip": "203.0.113.7"}]), [pod()])
     status = compute_status(
-        name="cats", spec=spec, observed=observed, previous={}, generation=4, now=T0
+        name="cats", uid=UID, spec=spec, observed=observed, previous={}, generation=4, now=T0
     )
     conditions = {c["type"]: c for c in status.pop("conditions")}
     assert status == {
@@ -167,6 +187,7 @@ def test_load_balancer_pending_keeps_service_not_ready_and_no_url() -> None:
     spec = ImageClassifierSpec.model_validate({})
     status = compute_status(
         name="cats",
+        uid=UID,
         spec=spec,
         observed=Observed(deployment(1, 1, "True"), service()),
         previous={},
@@ -197,6 +218,7 @@ def test_transition_time_is_kept_while_the_status_holds() -> None:
 def test_invalid_status_keeps_the_rest() -> None:
     previous = compute_status(
         name="cats",
+        uid=UID,
         spec=ImageClassifierSpec.model_validate({}),
         observed=Observed(deployment(1, 1, "True"), service("ClusterIP")),
         previous={},
@@ -218,3 +240,91 @@ def test_invalid_status_keeps_the_rest() -> None:
         "DeploymentAvailable",
         "ServiceReady",
     }
+
+
+@pytest.mark.parametrize(
+    ("child", "controlled"),
+    [
+        ({"metadata": {"ownerReferences": owned_by(UID)}}, True),
+        ({"metadata": {"ownerReferences": owned_by(UID, controller=False)}}, False),
+        ({"metadata": {"ownerReferences": owned_by("uid-of-an-older-cats")}}, False),
+        ({"metadata": {"ownerReferences": []}}, False),
+        ({"metadata": {}}, False),
+    ],
+)
+def test_only_a_controller_reference_to_this_uid_makes_a_child(
+    child: dict[str, Any], controlled: bool
+) -> None:
+    assert controlled_by(child, UID) is controlled
+
+
+def status_of(observed: Observed) -> dict[str, Any]:
+    """The status of `cats` (uid UID, 2 replicas) for these children."""
+    spec = ImageClassifierSpec.model_validate({"replicas": 2})
+    return compute_status(
+        name="cats", uid=UID, spec=spec, observed=observed, previous={}, generation=1, now=T0
+    )
+
+
+def conditions_of(observed: Observed) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in status_of(observed)["conditions"]}
+
+
+CONFLICT = ("False", "ChildConflict")
+
+
+@pytest.mark.parametrize(
+    ("observed", "ready", "deployment_available", "service_ready"),
+    [
+        (
+            Observed(deployment(2, 2, "True", owner=None), service("ClusterIP")),
+            CONFLICT,
+            CONFLICT,
+            ("True", "EndpointAssigned"),
+        ),
+        (
+            Observed(deployment(2, 2, "True"), service("ClusterIP", owner="someone-else")),
+            CONFLICT,
+            ("True", "MinimumReplicasAvailable"),
+            CONFLICT,
+        ),
+        (
+            Observed(
+                deployment(2, 2, "True"),
+                service("ClusterIP"),
+                hpa={"kind": "X", "metadata": {"name": "cats"}},
+            ),
+            CONFLICT,
+            ("True", "MinimumReplicasAvailable"),
+            ("True", "EndpointAssigned"),
+        ),
+        (
+            Observed(deployment(2, 2, "True"), service("ClusterIP")),
+            ("True", "AllReplicasReady"),
+            ("True", "MinimumReplicasAvailable"),
+            ("True", "EndpointAssigned"),
+        ),
+    ],
+)
+def test_a_same_name_stranger_is_a_conflict_not_a_child(
+    observed: Observed,
+    ready: tuple[str, str],
+    deployment_available: tuple[str, str],
+    service_ready: tuple[str, str],
+) -> None:
+    assert conditions_of(observed) == {
+        "Ready": ready,
+        "DeploymentAvailable": deployment_available,
+        "ServiceReady": service_ready,
+    }
+    # What makes the operator look again later (the stranger's deletion may bring no event).
+    assert in_conflict(status_of(observed)) is (ready == CONFLICT)
+
+
+def test_conflict_message_names_the_stranger_and_ignores_its_replicas() -> None:
+    status = status_of(Observed(deployment(5, 5, "True", owner="someone-else"), None))
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert "Deployment cats" in ready["message"]
+    assert "not owned by this ImageClassifier" in ready["message"]
+    # The stranger's 5/5 ready replicas are not this classifier's.
+    assert (status["replicas"], status["readyReplicas"], status["ready"]) == (2, 0, "0/2")
