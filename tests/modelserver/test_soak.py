@@ -139,10 +139,11 @@ def test_soak_good_bad_and_slow_clients(resnet_server: RunningServer, images_dir
 
     assert tally.failures == [], tally.failures[:5]
     assert tally.bad_answers > 0 and tally.slow
-    # Someone else's request started and finished inside every slow upload.
+    # Someone else's request started and finished inside every slow upload (judged while the
+    # others were still sending: not the uploads that ran past the end).
     for slow_started, slow_finished in tally.slow:
         overtaken = [1 for s, f in tally.good if s > slow_started and f < slow_finished]
-        assert overtaken, "a slow upload held up every other client"
+        assert overtaken or slow_finished > stop_at, "a slow upload held up every other client"
     # The allocator grows to its working set in the first minutes at full concurrency; a leak
     # keeps growing after that.
     settled = max(tally.rss_mb[: len(tally.rss_mb) // 3])
