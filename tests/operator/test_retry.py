@@ -22,7 +22,11 @@ def api_error(status: int, retry_after: str | None = None) -> ApiException:
         (api_error(429, "3"), 8.0, 8.0),
         (api_error(429, "3600"), 0.5, MAX_RETRY_AFTER),
         (api_error(429, "Wed, 21 Oct 2026 07:28:00 GMT"), 0.5, 0.5),  # date form: ignored
-        (urllib3.exceptions.NewConnectionError(urllib3.HTTPConnection("x"), "refused"), 1.0, 1.0),
+        (
+            urllib3.exceptions.ReadTimeoutError(urllib3.HTTPConnectionPool("x"), "/", "slow"),
+            1.0,
+            1.0,
+        ),
         (urllib3.exceptions.ProtocolError("connection dropped"), 1.0, 1.0),
         (api_error(403), 0.5, None),  # RBAC: retrying cannot help
         (api_error(422), 0.5, None),
