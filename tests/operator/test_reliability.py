@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from kube_emulator import Fault
+from kubeclassify_operator.handlers import RETRY_SECONDS
 from kubeclassify_operator.kube import USER_AGENT
 
 # `ns` is conftest's Namespace helper, `journal` its Journal; test modules cannot import conftest.
@@ -132,7 +133,19 @@ def test_refused_writes_are_retried_until_converged(
     assert creates.count("deployments") == 2 and creates.count("services") == 2  # 1 landed each
     if retry_after:  # the server asked for a pause: the operator took it
         assert elapsed >= retry_after
+    # Retried by the operator at once, not left to kopf's backoff for failed handlers.
+    assert elapsed < RETRY_SECONDS
     print(f"converged {elapsed:.2f}s after creation despite three {status}s")
+
+    # A pass started by a child's event (which kopf never retries) must not lose the status.
+    refused = Fault("patch", where + "imageclassifiers/storm/status", USER_AGENT, status, 2)
+    faults.append(refused)
+    ns.cluster.patch(
+        ns.path("deployments", "storm", "status"),
+        {"status": {"readyReplicas": 1, "conditions": [{"type": "Available", "status": "True"}]}},
+    )
+    ns.wait_condition("storm", "Ready", "True", "AllReplicasReady", timeout=RETRY_SECONDS)
+    assert refused.hits == 2
 
 
 def test_watch_faults_lose_no_change(
