@@ -9,15 +9,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kubeclassify_operator.builders import Owner, build_deployment
 from kubeclassify_operator.spec import parse_spec
 from modelserver.app import create_app
 from modelserver.config import DEFAULT_PORT, OPTIONS, Settings
 
 
-def server_container() -> dict[str, Any]:
+def server_container(spec: dict[str, Any] | None = None) -> dict[str, Any]:
     owner = Owner(name="demo", namespace="default", uid="1234")
-    deployment = build_deployment(owner, parse_spec({}))
+    deployment = build_deployment(owner, parse_spec(spec or {}))
     container: dict[str, Any] = deployment["spec"]["template"]["spec"]["containers"][0]
     return container
 
@@ -26,6 +27,15 @@ def test_the_pod_environment_is_the_servers_defaults() -> None:
     env = {var["name"]: var["value"] for var in server_container()["env"]}
     assert set(env) <= {option.env for option in OPTIONS}
     assert Settings.from_env(env) == Settings()
+
+
+@pytest.mark.parametrize(
+    ("server", "queue_limit"),
+    [({"threads": 8}, 6), ({"maxQueue": 10}, 10), ({"maxQueue": 0}, None)],
+)
+def test_the_servers_settings_reach_it(server: dict[str, Any], queue_limit: int | None) -> None:
+    env = {var["name"]: var["value"] for var in server_container({"server": server})["env"]}
+    assert Settings.from_env(env).queue_limit == queue_limit
 
 
 def test_the_port_and_probe_paths_are_served(shared_dir: Path) -> None:

@@ -100,6 +100,8 @@ def server_env(spec: ImageClassifierSpec) -> list[dict[str, Any]]:
         "WORKERS": server.workers,
         "THREADS": server.threads,
     }
+    if server.max_queue is not None:
+        fixed["MAX_QUEUE"] = server.max_queue
     overridden = {var.name for var in spec.env}
     env: list[dict[str, Any]] = [
         {"name": key, "value": str(value)} for key, value in fixed.items() if key not in overridden

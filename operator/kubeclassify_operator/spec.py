@@ -125,6 +125,17 @@ class ServerSettings(_Model):
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     workers: int = Field(default=1, ge=1, le=64)
     threads: int = Field(default=32, ge=1, le=1024)
+    # Unset: the server's own default (3/4 of the threads); 0: no bound.
+    max_queue: int | None = Field(default=None, ge=0, le=1023)
+
+    @model_validator(mode="after")
+    def _queue_below_threads(self) -> "ServerSettings":
+        """The server refuses to start otherwise: say so here rather than crash-loop the pod."""
+        if self.max_queue and self.max_queue >= self.threads:
+            raise ValueError(
+                f"maxQueue ({self.max_queue}) must be below threads ({self.threads}), or 0"
+            )
+        return self
 
 
 _EMPTY_DEFAULT: dict[str, Any] = {"default": {}}

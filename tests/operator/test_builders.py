@@ -141,6 +141,8 @@ def test_deployment_runs_the_server_safely() -> None:
             {"TOP_K": "3", "BATCH_MAX_SIZE": "64", "BATCH_MAX_DELAY_MS": "10", "THREADS": "4"},
         ),
         ({"maxUploadBytes": 2048}, [{"name": "TOP_K", "value": "9"}], {"TOP_K": "9"}),
+        ({"maxQueue": 8}, [], {"MAX_QUEUE": "8"}),
+        ({"maxQueue": 0}, [], {"MAX_QUEUE": "0"}),
         (
             {},
             [{"name": "HTTP_PROXY", "value": "http://proxy:3128"}],

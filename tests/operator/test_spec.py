@@ -40,6 +40,10 @@ def test_defaults() -> None:
             "spec: resources: nvidia.com/gpu requests (1) must equal limits",
         ),
         ({"replicas": -1}, "spec.replicas: Input should be greater than or equal to 0"),
+        (
+            {"server": {"threads": 8, "maxQueue": 8}},
+            "spec.server: maxQueue (8) must be below threads (8), or 0",
+        ),
         ({"model": "vgg16"}, "spec.model: Input should be 'resnet50'"),
     ],
 )
