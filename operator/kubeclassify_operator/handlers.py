@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 # One pass at a time per classifier, each on a fresh read: kopf runs the classifier's and its
 # children's handlers concurrently, and a pass working from a stale status would undo another's.
 _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+# The resourceVersion of each child as last reconciled, by (plural, namespace, name): a watch
+# that reconnects re-lists every child, and a pass per unchanged child would cost one full pass
+# per child (and per pod) on every reconnect.
+_handled_versions: dict[tuple[str, str, str], str] = {}
 # Classifiers with a recheck pending (see _recheck_later).
 _rechecks: set[tuple[str, str]] = set()
 _rechecks_lock = threading.Lock()
@@ -96,12 +100,23 @@ def classifier_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: A
 @kopf.on.event("", "v1", "services", labels=MANAGED)
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
 @kopf.on.event("", "v1", "pods", labels=MANAGED)
-def child_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+def child_changed(
+    body: kopf.Body, type: str | None, resource: kopf.Resource, memo: kopf.Memo, **_: Any
+) -> None:
     """A child was edited, deleted or changed state: restore it and refresh the status now."""
     name = body.metadata.labels.get(INSTANCE_LABEL)
     namespace = body.metadata.namespace
-    if name and namespace:
-        _reconcile_fresh(memo["kube"], namespace, name)
+    if not (name and namespace):
+        return
+    child = (resource.plural, namespace, body.metadata.name or "")
+    version = body.metadata.get("resourceVersion")
+    if type != "DELETED" and version and _handled_versions.get(child) == version:
+        return  # this very version was reconciled already: a re-list after a watch reconnect
+    _reconcile_fresh(memo["kube"], namespace, name)
+    if type == "DELETED":
+        _handled_versions.pop(child, None)
+    elif version:
+        _handled_versions[child] = version
 
 
 def _reconcile_fresh(kube: Kube, namespace: str, name: str) -> None:
