@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import requests
 from report import write_section
@@ -64,13 +64,16 @@ Goal = tuple[str, list[tuple["Watch", Test]]]  # what must hold, for every objec
 class CountingEmulator(ApiServerEmulator):
     """The shared emulator, counting requests by (verb, resource) instead of logging them.
 
-    Only counters are kept, so memory stays flat (the base class trims kmock's request log).
+    Only counters are kept, so memory stays flat (the shared call journal is switched off).
     """
 
-    counts: Counter[tuple[str, str]]
-    counts_lock: threading.Lock
-    last_request: float  # time.monotonic() of the operator's latest request
-    bookmarks: asyncio.Task[None] | None
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        self.record_calls = False
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.counts_lock = threading.Lock()
+        self.last_request = time.monotonic()  # of the operator's latest request
+        self.bookmarks: asyncio.Task[None] | None = None
 
     async def _handle(self, request: rendering.Request) -> Any:
         if self.bookmarks is None:
@@ -90,7 +93,7 @@ class CountingEmulator(ApiServerEmulator):
     async def _send_bookmarks(self) -> None:
         """A BOOKMARK on every watch stream now and then, as an API server sends when asked
         (kopf asks). kmock sends none, and kopf takes a watch quiet for 70 s for dead and
-        re-lists, which would make the operator re-reconcile every classifier each time."""
+        reconnects: the idle phase would then measure reconnects instead of the operator."""
         bookmark = {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "0"}}}
         while True:
             await asyncio.sleep(BOOKMARK_SECONDS)
@@ -100,18 +103,6 @@ class CountingEmulator(ApiServerEmulator):
     def snapshot(self) -> Counter[tuple[str, str]]:
         with self.counts_lock:
             return Counter(self.counts)
-
-
-def count_requests(emulator: ApiServerEmulator) -> CountingEmulator:
-    """Make the running emulator count: EmulatorThread builds a plain ApiServerEmulator, and
-    swapping in a subclass that adds no state of its own keeps the shared helper untouched."""
-    emulator.record_calls = False  # counters instead of the shared journal, which would grow
-    emulator.counts = Counter()  # type: ignore[attr-defined]
-    emulator.counts_lock = threading.Lock()  # type: ignore[attr-defined]
-    emulator.last_request = time.monotonic()  # type: ignore[attr-defined]
-    emulator.bookmarks = None  # type: ignore[attr-defined]
-    emulator.__class__ = CountingEmulator
-    return cast(CountingEmulator, emulator)
 
 
 @dataclass
@@ -650,11 +641,13 @@ def render(results: Results) -> str:
         "  itself, once per object, where a real cluster writes several as pods start.",
         "- It does not validate, default or prune (no CRD schema) and has no resourceVersion",
         "  conflicts. kmock sends no watch BOOKMARK events; the bench makes it send one on every",
-        f"  watch every {BOOKMARK_SECONDS:.0f} s, as an API server does, because kopf (1.45)",
-        "  takes a watch quiet for 70 s for dead, reconnects and re-lists, and every listed",
-        "  child then triggers the operator's `child_changed`: one full (read-only) pass per",
-        "  classifier and child kind. A real cluster still re-lists on every watch reconnect",
-        "  (the API server's watch timeout, a network blip) at that cost.",
+        f"  watch every {BOOKMARK_SECONDS:.0f} s, as an API server does (kopf takes a watch quiet",
+        "  for 70 s for dead and reconnects). On a reconnect kmock replays every object, as a",
+        "  real API server does after a `410 Gone` re-list; the operator skips children whose",
+        "  resourceVersion it has already reconciled, so that costs no pass. (Before that check,",
+        "  each reconnect cost one full pass per child, and at 500 classifiers the operator never",
+        "  went quiet. Checked once without bookmarks, 100 classifiers, 150 s idle: 15 requests,",
+        "  the re-watches and kopf's heartbeats, and no pass.)",
     ]
     return "\n".join(lines) + "\n"
 
@@ -694,10 +687,10 @@ def main() -> None:
     )
     keys = [(f"bench-{i % args.namespaces}", f"ic-{i:04d}") for i in range(args.classifiers)]
     results = Results(args.classifiers, args.namespaces, args.idle_seconds, command)
-    thread = EmulatorThread()
+    thread = EmulatorThread(CountingEmulator)
     thread.start_and_wait()
-    assert thread.emulator is not None and thread.native_id is not None
-    emulator = count_requests(thread.emulator)
+    assert isinstance(thread.emulator, CountingEmulator) and thread.native_id is not None
+    emulator = thread.emulator
     with tempfile.TemporaryDirectory(prefix="operator-scale-") as tmp:
         kubeconfig = write_kubeconfig(Path(tmp) / "kubeconfig", thread.url)
         log_path = args.log or Path(tmp) / "operator.log"

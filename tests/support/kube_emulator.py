@@ -241,9 +241,10 @@ def _now() -> str:
 class EmulatorThread(threading.Thread):
     """Runs the emulator's HTTP server on its own event loop, so tests stay synchronous."""
 
-    def __init__(self) -> None:
+    def __init__(self, emulator_class: type[ApiServerEmulator] = ApiServerEmulator) -> None:
         super().__init__(daemon=True)
         self.url = ""
+        self.emulator_class = emulator_class
         self.emulator: ApiServerEmulator | None = None
         self._ready = threading.Event()
         self._loop = asyncio.new_event_loop()
@@ -254,7 +255,7 @@ class EmulatorThread(threading.Thread):
 
     async def _serve(self) -> None:
         self._stop_event = asyncio.Event()
-        async with ApiServerEmulator() as emulator, kmock.Server(emulator) as server:
+        async with self.emulator_class() as emulator, kmock.Server(emulator) as server:
             for resource, info in RESOURCES.items():
                 emulator.resources[resource] = info
             self.emulator = emulator
