@@ -36,19 +36,26 @@ from report import write_section
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "support"))  # the emulator shared with the tests
 
-from kmock._internal import enums, rendering  # noqa: E402
-from kube_emulator import IC_PATH, ApiServerEmulator, EmulatorThread, write_kubeconfig  # noqa: E402
+from kmock._internal import rendering  # noqa: E402
+from kube_emulator import (  # noqa: E402
+    IC_PATH,
+    ApiServerEmulator,
+    EmulatorThread,
+    call_of,
+    write_kubeconfig,
+)
 from kubeclassify_operator.spec import GROUP, KIND, VERSION  # noqa: E402
 from serving import free_port  # noqa: E402
 
 BENCH_AGENT = "kubeclassify-operator-scale-bench"  # the bench's own requests are not counted
-VERBS = {
-    enums.action.FETCH: "GET",
-    enums.action.LIST: "LIST",
-    enums.action.WATCH: "WATCH",
-    enums.action.CREATE: "POST",
-    enums.action.UPDATE: "PATCH",
-    enums.action.DELETE: "DELETE",
+# The emulator's RBAC verbs, shown as the HTTP requests they were.
+HTTP_VERBS = {
+    "get": "GET",
+    "list": "LIST",
+    "watch": "WATCH",
+    "create": "POST",
+    "patch": "PATCH",
+    "delete": "DELETE",
 }
 COLUMNS = ("GET", "LIST", "WATCH", "POST", "PATCH", "DELETE")
 WRITES = frozenset({"POST", "PATCH", "DELETE", "PUT"})
@@ -79,12 +86,10 @@ class CountingEmulator(ApiServerEmulator):
         if self.bookmarks is None:
             self.bookmarks = asyncio.get_running_loop().create_task(self._send_bookmarks())
         if request.headers.get("User-Agent") != BENCH_AGENT:
-            verb = VERBS.get(request.action, str(request.method.value)) if request.action else "GET"
-            resource = "discovery"
-            if request.resource is not None and request.resource.plural:
-                resource = request.resource.plural
-                if request.subresource:
-                    resource += f"/{request.subresource}"
+            call = call_of(request)
+            verb, resource = (
+                (HTTP_VERBS[call.verb], call.resource) if call else ("GET", "discovery")
+            )
             with self.counts_lock:
                 self.counts[verb, resource] += 1
                 self.last_request = time.monotonic()

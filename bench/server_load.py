@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,10 @@ from modelserver.models import (
 from report import write_section
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "support"))  # the helpers shared with the tests
+
+from serving import free_port  # noqa: E402
+
 PHOTOS_DIR = Path(os.environ.get("KUBECLASSIFY_SHARED", REPO.parent / "shared")) / "images"
 CONCURRENCY = (1, 4, 16, 64)
 
@@ -115,14 +118,6 @@ def drive(url: str, photos: list[bytes], concurrency: int, seconds: float) -> Lo
         len(latencies) + errors + shed,
         client_cores,
     )
-
-
-def free_port() -> int:
-    """A port nobody listens on: a stale server on a fixed port would be measured instead."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def start(command: list[str], url: str, log: Path) -> subprocess.Popen[bytes]:

@@ -23,7 +23,8 @@ import numpy as np
 import requests
 from modelserver.models import write_seeded_resnet50_weights
 from report import write_section
-from server_load import PHOTOS_DIR, drive, free_port, multipart, start, stop
+from server_load import PHOTOS_DIR, drive, multipart, start, stop
+from serving import free_port  # tests/support: on sys.path once server_load is imported
 
 OVERLOAD = 2.0
 LIVENESS_TIMEOUT_S = 3  # the operator's livenessProbe timeoutSeconds

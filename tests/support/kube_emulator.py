@@ -146,7 +146,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
             del self._in_flight[id(request)]
 
     async def _answer(self, request: rendering.Request) -> Any:
-        call = _call_of(request)
+        call = call_of(request)
         if call is None:  # discovery (/api, /apis/...): not a resource request
             return await self._serve(request)
         if self.record_calls:
@@ -219,7 +219,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         return await super()._handle(request)
 
 
-def _call_of(request: rendering.Request) -> Call | None:
+def call_of(request: rendering.Request) -> Call | None:
+    """The request as RBAC sees it; None for discovery (`/api`, `/apis/...`)."""
     resource = request.resource
     if resource is None or not resource.plural or request.action is None:
         return None
