@@ -44,17 +44,17 @@ def reconcile(kube: Kube, body: dict[str, Any], post: EventPoster) -> dict[str, 
     generation = body["metadata"].get("generation")
     try:
         spec = parse_spec(dict(body.get("spec") or {}))
-        _apply_children(kube, owner, spec, post)
+        deployment, service, hpa = _apply_children(kube, owner, spec, post)
     except InvalidSpec as exc:
         new = status.invalid_status(
             previous=previous, message=str(exc), generation=generation, now=utcnow()
         )
     else:
         observed = status.Observed(
-            deployment=kube.get(DEPLOYMENTS, owner.namespace, owner.name),
-            service=kube.get(SERVICES, owner.namespace, owner.name),
+            deployment=deployment,
+            service=service,
             pods=kube.list(PODS, owner.namespace, builders.selector_labels(owner.name)),
-            hpa=kube.get(HPAS, owner.namespace, owner.name) if spec.autoscaling else None,
+            hpa=hpa if spec.autoscaling else None,
         )
         new = status.compute_status(
             name=owner.name,
@@ -72,55 +72,66 @@ def reconcile(kube: Kube, body: dict[str, Any], post: EventPoster) -> dict[str, 
     return new
 
 
-def _apply_children(kube: Kube, owner: Owner, spec: ImageClassifierSpec, post: EventPoster) -> None:
-    """Create-or-patch each child this classifier controls; a same-name stranger is skipped."""
+Child = dict[str, Any] | None
+
+
+def _apply_children(
+    kube: Kube, owner: Owner, spec: ImageClassifierSpec, post: EventPoster
+) -> tuple[Child, Child, Child]:
+    """Create-or-patch each child this classifier controls; a same-name stranger is skipped.
+
+    Returns the Deployment, Service and HPA as they now stand, for the status to read."""
     current = kube.get(DEPLOYMENTS, owner.namespace, owner.name)
     replicas = current.get("spec", {}).get("replicas") if current else None
-    deployment_ours = _apply(
+    deployment = _apply(
         kube, DEPLOYMENTS, builders.build_deployment(owner, spec, replicas), current, owner, post
     )
     current = kube.get(SERVICES, owner.namespace, owner.name)
-    _apply(kube, SERVICES, builders.build_service(owner, spec), current, owner, post)
-    current = kube.get(HPAS, owner.namespace, owner.name)
-    hpa = builders.build_hpa(owner, spec)
-    if hpa is not None and deployment_ours:  # never autoscale someone else's Deployment
-        _apply(kube, HPAS, hpa, current, owner, post)
-    elif hpa is None and current is not None and status.controlled_by(current, owner.uid):
+    service = _apply(kube, SERVICES, builders.build_service(owner, spec), current, owner, post)
+    hpa = current = kube.get(HPAS, owner.namespace, owner.name)
+    desired_hpa = builders.build_hpa(owner, spec)
+    deployment_ours = deployment is not None and status.controlled_by(deployment, owner.uid)
+    if desired_hpa is not None and deployment_ours:  # never autoscale someone else's Deployment
+        hpa = _apply(kube, HPAS, desired_hpa, current, owner, post)
+    elif desired_hpa is None and current is not None and status.controlled_by(current, owner.uid):
         kube.delete(HPAS, owner.namespace, owner.name)
         post("Normal", "Deleted", f"Deleted HorizontalPodAutoscaler {owner.name} (autoscaling off)")
+        hpa = None
+    return deployment, service, hpa
 
 
 def _apply(
     kube: Kube,
     kind: Kind,
     desired: dict[str, Any],
-    current: dict[str, Any] | None,
+    current: Child,
     owner: Owner,
     post: EventPoster,
-) -> bool:
-    """Create the child if missing, patch it if it drifted, leave it alone otherwise.
+) -> Child:
+    """Create the child if missing, patch it if it drifted, leave it alone otherwise; the
+    child as it now stands.
 
-    Returns False, writing nothing, when `current` is not this classifier's child.
+    A `current` that is not this classifier's child is returned as found, with no write.
     A 409 on create (someone created it meanwhile) propagates: the retried pass re-reads it.
     """
     if current is not None and not status.controlled_by(current, owner.uid):
-        return False
+        return current
     desired = builders.with_last_applied(desired)
     meta = desired["metadata"]
     what = f"{desired['kind']} {meta['name']}"
     try:
         if current is None:
-            kube.create(kind, meta["namespace"], desired)
+            current = kube.create(kind, meta["namespace"], desired)
             post("Normal", "Created", f"Created {what}")
         elif not builders.is_subset(desired, current):
             patch = builders.merge_patch(builders.last_applied(current), desired)
-            kube.patch(kind, meta["namespace"], meta["name"], patch)
+            current = kube.patch(kind, meta["namespace"], meta["name"], patch)
             post("Normal", "Updated", f"Updated {what} to match the spec")
     except ApiException as exc:
         if exc.status in (400, 422):  # e.g. an affinity the API server refuses
             raise InvalidSpec(f"the API server rejected the {what}: {exc.body}") from exc
         raise
-    return True
+    return current
 
 
 def _announce_readiness(
