@@ -15,7 +15,12 @@ import time
 from typing import Any
 
 from flask import Flask, Response, g, jsonify, request
-from werkzeug.exceptions import ClientDisconnected, HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import (
+    ClientDisconnected,
+    HTTPException,
+    MethodNotAllowed,
+    RequestEntityTooLarge,
+)
 
 from . import metrics
 from .config import Settings
@@ -190,12 +195,25 @@ def _register_metrics(app: Flask) -> None:
 
     @app.after_request
     def record(response: Response) -> Response:
-        endpoint = request.url_rule.rule if request.url_rule else "<unmatched>"
+        endpoint = _route_of(app)
         metrics.REQUESTS.labels(endpoint, request.method, str(response.status_code)).inc()
         started = g.get("started")
         if started is not None:
             metrics.LATENCY.labels(endpoint).observe(time.perf_counter() - started)
         return response
+
+
+def _route_of(app: Flask) -> str:
+    """The route a request was for, also when its method was wrong (a 405), so that metrics
+    name it; `<unmatched>` only for paths no route has."""
+    if request.url_rule is not None:
+        return request.url_rule.rule
+    refused = request.routing_exception
+    if isinstance(refused, MethodNotAllowed) and refused.valid_methods:
+        adapter = app.url_map.bind_to_environ(request.environ)
+        rule, _ = adapter.match(method=next(iter(refused.valid_methods)), return_rule=True)
+        return str(rule.rule)
+    return "<unmatched>"
 
 
 def _require_model(name: str, settings: Settings) -> None:

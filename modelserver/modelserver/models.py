@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter as TFLiteInterpreter
+from ai_edge_litert.interpreter import OpResolverType
 from PIL import Image
 
 from .config import Settings
@@ -118,6 +119,7 @@ class KerasFileClassifier(Classifier):
         outputs = int(model.output_shape[-1])
         super().__init__(path.stem, _labels_for(outputs, labels, path), path)
         self._forward = compiled_forward(model, (int(height), int(width)))
+        self._ends_in_softmax = keras_ends_in_softmax(model)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -127,7 +129,8 @@ class KerasFileClassifier(Classifier):
         return np.asarray(image, dtype=np.float32)
 
     def predict_batch(self, batch: np.ndarray) -> np.ndarray:
-        return as_probabilities(np.asarray(self._forward(tf.constant(batch, tf.float32))))
+        outputs = np.asarray(self._forward(tf.constant(batch, tf.float32)))
+        return as_probabilities(outputs, already=self._ends_in_softmax)
 
 
 class TFLiteClassifier(Classifier):
@@ -148,6 +151,7 @@ class TFLiteClassifier(Classifier):
         self._interpreter.allocate_tensors()
         outputs = int(self._output["shape"][-1])
         super().__init__(path.stem, _labels_for(outputs, labels, path), path)
+        self._outputs_probabilities = tflite_outputs_probabilities(path, self._output)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -174,7 +178,7 @@ class TFLiteClassifier(Classifier):
         scale, zero_point = self._output["quantization"]
         if scale:
             raw = (raw.astype(np.float32) - zero_point) * scale
-        return as_probabilities(raw.astype(np.float32))
+        return as_probabilities(raw.astype(np.float32), already=self._outputs_probabilities)
 
 
 def compiled_forward(model: Any, height_width: tuple[int, int]) -> Any:
@@ -221,11 +225,44 @@ def caffe_preprocess(pixels: np.ndarray) -> np.ndarray:
     return pixels[..., ::-1] - _CAFFE_BGR_MEANS
 
 
-def as_probabilities(outputs: np.ndarray) -> np.ndarray:
-    """Softmax for logits; outputs that already are distributions pass unchanged."""
-    sums = outputs.sum(axis=-1)
-    if outputs.min() >= 0 and np.allclose(sums, 1.0, atol=0.05):
-        return outputs
+def keras_ends_in_softmax(model: Any) -> bool:
+    """Whether a Keras model's last layer is a softmax (a `Softmax` layer or activation)."""
+    last = model.layers[-1]
+    activation = getattr(last, "activation", None)
+    return isinstance(last, tf.keras.layers.Softmax) or (
+        getattr(activation, "__name__", None) == "softmax"
+    )
+
+
+def tflite_outputs_probabilities(path: Path, output: dict[str, Any]) -> bool:
+    """Whether a TFLite model's output already is a distribution: its last op is a softmax,
+    or it is quantized to a range within [0, 1] (how quantized classifiers store softmax).
+
+    Read from an interpreter without delegates: XNNPack hides the ops it takes over."""
+    scale, zero_point = output["quantization"]
+    if scale:
+        low, high = np.iinfo(output["dtype"]).min, np.iinfo(output["dtype"]).max
+        if (low - zero_point) * scale >= 0 and (high - zero_point) * scale <= 1 + 1e-6:
+            return True
+    plain = TFLiteInterpreter(
+        model_path=str(path),
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    return any(
+        output["index"] in op["outputs"] and op["op_name"] == "SOFTMAX"
+        for op in plain._get_ops_details()
+    )
+
+
+def as_probabilities(outputs: np.ndarray, *, already: bool) -> np.ndarray:
+    """The model's outputs as probabilities: logits get a softmax; a model that ends in a
+    softmax is only renormalized (quantization leaves its rows summing to 0.95 or so, and a
+    second softmax would flatten them to near-uniform)."""
+    if already:
+        clipped = np.clip(outputs, 0.0, None)
+        sums = clipped.sum(axis=-1, keepdims=True)
+        renormalized: np.ndarray = clipped / np.where(sums > 0, sums, 1.0)
+        return renormalized
     shifted = np.exp(outputs - outputs.max(axis=-1, keepdims=True))
     probabilities: np.ndarray = shifted / shifted.sum(axis=-1, keepdims=True)
     return probabilities

@@ -192,6 +192,11 @@ def test_the_worker_survives_every_bad_request(
 def test_405_says_which_methods_are_allowed(mobilenet_server: RunningServer) -> None:
     answer = requests.get(mobilenet_server.url + "/predict", timeout=10)
     assert "POST" in answer.headers["Allow"]
+    metrics = requests.get(mobilenet_server.url + "/metrics", timeout=10).text
+    assert 'endpoint="/predict",method="GET"' in metrics  # counted under its route
+    requests.get(mobilenet_server.url + "/no-such-path", timeout=10)
+    metrics = requests.get(mobilenet_server.url + "/metrics", timeout=10).text
+    assert 'endpoint="<unmatched>",method="GET"' in metrics
 
 
 def test_a_refused_body_leaves_the_keep_alive_connection_usable(

@@ -13,6 +13,7 @@ from modelserver.batcher import DynamicBatcher
 from modelserver.cli import main as cli_main
 from modelserver.config import OPTIONS, Settings
 from modelserver.images import ImageError, load_rgb
+from modelserver.models import as_probabilities
 from modelserver.service import top_predictions
 from PIL import Image
 
@@ -194,3 +195,16 @@ def test_the_batcher_waits_only_for_inputs_announced_as_coming() -> None:
     first.join(timeout=30)
     batcher.close()
     assert sizes == [1, 2]
+
+
+def test_a_softmax_output_is_renormalized_never_softmaxed_again() -> None:
+    """A quantized softmax sums to about 0.95: a second softmax would flatten it."""
+    quantized = np.array([[0.78, 0.12, 0.05, 0.0]], dtype=np.float32)
+    probabilities = as_probabilities(quantized, already=True)
+    assert np.allclose(probabilities, quantized / quantized.sum())
+
+
+def test_logits_get_a_softmax() -> None:
+    logits = np.array([[2.0, 1.0, 0.0]], dtype=np.float32)
+    expected = np.exp(logits) / np.exp(logits).sum()
+    assert np.allclose(as_probabilities(logits, already=False), expected)
