@@ -19,7 +19,7 @@ install-dev: $(BIN)/python
 
 serve: install-server
 	@echo "Starting the model server on port $(PORT); once ready, try:"
-	@echo "  curl -F image=@dog.jpg http://localhost:$(PORT)/predict"
+	@echo "  curl -F image=@examples/images/dog.jpg http://localhost:$(PORT)/predict"
 	$(BIN)/modelserver serve --port $(PORT)
 
 test: install-dev
