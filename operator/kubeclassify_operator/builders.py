@@ -4,6 +4,7 @@ Nothing here talks to the API: the same inputs always give the same dicts, so th
 unit-tested table-driven and validated against the official Kubernetes schemas.
 """
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,8 @@ CONTAINER_NAME = "modelserver"
 CONTAINER_PORT = 5000
 PORT_NAME = "http"
 LAST_APPLIED = f"{GROUP}/last-applied"
+# Names the pod template a pod was made from, so the status can ignore an older template's pods.
+TEMPLATE_HASH = f"{GROUP}/template-hash"
 
 # SIGTERM makes the server drain in-flight requests for up to ~30 s; leave headroom.
 TERMINATION_GRACE_SECONDS = 45
@@ -188,6 +191,13 @@ def build_deployment(
     else:
         replicas = spec.autoscaling.min_replicas
     labels = common_labels(owner.name)
+    template = {
+        "metadata": {
+            "labels": {**spec.pod_labels, **labels},
+            "annotations": {**DEFAULT_POD_ANNOTATIONS, **spec.pod_annotations},
+        },
+        "spec": _pod_spec(spec),
+    }
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -199,15 +209,37 @@ def build_deployment(
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
             },
-            "template": {
-                "metadata": {
-                    "labels": {**spec.pod_labels, **labels},
-                    "annotations": {**DEFAULT_POD_ANNOTATIONS, **spec.pod_annotations},
-                },
-                "spec": _pod_spec(spec),
-            },
+            "template": _with_hash(template, _hash(template)),
         },
     }
+
+
+def _hash(template: dict[str, Any]) -> str:
+    plain = json.dumps(_with_hash(template, None), sort_keys=True)
+    return hashlib.sha256(plain.encode()).hexdigest()[:16]
+
+
+def _with_hash(template: dict[str, Any], value: str | None) -> dict[str, Any]:
+    """The pod template with this template hash (or none)."""
+    meta = template["metadata"]
+    annotations = {k: v for k, v in meta.get("annotations", {}).items() if k != TEMPLATE_HASH}
+    if value:
+        annotations[TEMPLATE_HASH] = value
+    return {**template, "metadata": {**meta, "annotations": annotations}}
+
+
+def keep_template_hash(desired: dict[str, Any], current: dict[str, Any] | None) -> dict[str, Any]:
+    """The desired Deployment, with the current template's hash if nothing else differs.
+
+    The hash only names a template: a new one alone (the first pass of an operator version
+    that adds or computes it differently) must not roll every pod.
+    """
+    have = (current or {}).get("spec", {}).get("template")
+    plain = _with_hash(desired["spec"]["template"], None)
+    if have is None or not is_subset(plain, have):
+        return desired
+    kept = _with_hash(plain, have.get("metadata", {}).get("annotations", {}).get(TEMPLATE_HASH))
+    return {**desired, "spec": {**desired["spec"], "template": kept}}
 
 
 def build_service(owner: Owner, spec: ImageClassifierSpec) -> dict[str, Any]:

@@ -14,10 +14,10 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from kubeclassify_operator import builders, status
+from kubeclassify_operator import builders, rejections, status
 from kubeclassify_operator.builders import Owner
 from kubeclassify_operator.kube import CLASSIFIERS, DEPLOYMENTS, HPAS, PODS, SERVICES, Kind, Kube
-from kubeclassify_operator.spec import ImageClassifierSpec, InvalidSpec, parse_spec
+from kubeclassify_operator.spec import ImageClassifierSpec, InvalidSpec, check_name, parse_spec
 
 EventPoster = Callable[[str, str, str], None]
 """post(type, reason, message): an Event on the ImageClassifier."""
@@ -28,6 +28,7 @@ _WARNING_REASONS = {
     "CrashLoopBackOff",
     "ImagePullBackOff",
     "OOMKilled",
+    "ProgressDeadlineExceeded",
     "Unschedulable",
     status.CHILD_CONFLICT,
 }
@@ -42,7 +43,9 @@ def reconcile(kube: Kube, body: dict[str, Any], post: EventPoster) -> dict[str, 
     owner = Owner.from_body(body)
     previous: dict[str, Any] = dict(body.get("status") or {})
     generation = body["metadata"].get("generation")
+    news = None  # spec.replicas newly ignored (autoscaling): worth an Event
     try:
+        check_name(owner.name)  # before any child: a name one child refuses leaves half
         spec = parse_spec(dict(body.get("spec") or {}))
         deployment, service, hpa = _apply_children(kube, owner, spec, post)
     except InvalidSpec as exc:
@@ -65,10 +68,13 @@ def reconcile(kube: Kube, body: dict[str, Any], post: EventPoster) -> dict[str, 
             generation=generation,
             now=utcnow(),
         )
+        news = status.replicas_news(spec, previous)
     if new != previous:
         patch = builders.merge_patch(previous, new)
         kube.patch(CLASSIFIERS, owner.namespace, owner.name, {"status": patch}, sub="status")
         _announce_readiness(status.ready_condition(previous), status.ready_condition(new), post)
+        if news:
+            post("Warning", "ReplicasIgnored", news)
     return new
 
 
@@ -83,9 +89,8 @@ def _apply_children(
     Returns the Deployment, Service and HPA as they now stand, for the status to read."""
     current = kube.get(DEPLOYMENTS, owner.namespace, owner.name)
     replicas = current.get("spec", {}).get("replicas") if current else None
-    deployment = _apply(
-        kube, DEPLOYMENTS, builders.build_deployment(owner, spec, replicas), current, owner, post
-    )
+    desired = builders.keep_template_hash(builders.build_deployment(owner, spec, replicas), current)
+    deployment = _apply(kube, DEPLOYMENTS, desired, current, owner, post)
     current = kube.get(SERVICES, owner.namespace, owner.name)
     service = _apply(kube, SERVICES, builders.build_service(owner, spec), current, owner, post)
     hpa = current = kube.get(HPAS, owner.namespace, owner.name)
@@ -129,7 +134,8 @@ def _apply(
             post("Normal", "Updated", f"Updated {what} to match the spec")
     except ApiException as exc:
         if exc.status in (400, 422):  # e.g. an affinity the API server refuses
-            raise InvalidSpec(f"the API server rejected the {what}: {exc.body}") from exc
+            reason = rejections.describe_rejection(desired["kind"], meta["name"], exc.body)
+            raise InvalidSpec(reason) from exc
         raise
     return current
 

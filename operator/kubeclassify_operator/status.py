@@ -3,13 +3,13 @@
 The models here also generate the status part of the CRD schema.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from kubeclassify_operator.builders import CONTAINER_NAME, selector_string
+from kubeclassify_operator.builders import CONTAINER_NAME, TEMPLATE_HASH, selector_string
 from kubeclassify_operator.spec import ImageClassifierSpec
 
 READY = "Ready"
@@ -17,40 +17,59 @@ DEPLOYMENT_AVAILABLE = "DeploymentAvailable"
 SERVICE_READY = "ServiceReady"
 CONDITION_TYPES = (READY, DEPLOYMENT_AVAILABLE, SERVICE_READY)
 CHILD_CONFLICT = "ChildConflict"
+ROLLING_OUT = "RollingOut"
 
 # Waiting reasons of a container that mean "this will not fix itself soon".
 _IMAGE_PULL_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName"}
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    """The docstring under each field is its description in the CRD (`kubectl explain`)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, use_attribute_docstrings=True
+    )
 
 
 class Condition(_Model):
     """A condition in the standard Kubernetes form (metav1.Condition)."""
 
     type: str
+    """Ready (the classifier serves), DeploymentAvailable or ServiceReady."""
     status: Literal["True", "False", "Unknown"]
+    """True, False or Unknown."""
     reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    """Why, in one CamelCase word (e.g. AllReplicasReady, ImagePullBackOff, InvalidSpec)."""
     message: str = ""
+    """Why, in a sentence for people."""
     last_transition_time: str
+    """When the status last changed."""
     observed_generation: int | None = None
+    """The spec generation this condition was computed from."""
 
 
 class ImageClassifierStatus(_Model):
     """What the operator observed; `ready` is the `ready/desired` text for `kubectl get`."""
 
     observed_generation: int | None = None
+    """The spec generation the operator last acted on."""
     replicas: int | None = None
+    """Pods the Deployment has (the scale subresource reads it)."""
     ready_replicas: int | None = None
+    """Pods that are ready to serve."""
     ready: str | None = None
+    """Ready pods out of the desired number, e.g. 2/3."""
     selector: str | None = None
+    """The label selector of the pods (the scale subresource and HPAs read it)."""
     endpoint: str | None = None
+    """host:port of the Service, once it has an address."""
     url: str | None = None
+    """The prediction URL (http://endpoint/predict), once the Service has an address."""
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
+    """The latest observations: Ready, DeploymentAvailable and ServiceReady."""
 
 
 @dataclass(frozen=True)
@@ -105,22 +124,53 @@ def conflict_verdict(foreign: list[dict[str, Any]]) -> Verdict | None:
     )
 
 
+def current_pods(deployment: dict[str, Any], pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pods that show how the current spec fares: not terminating, of the current template.
+
+    A lingering pod of a replaced template (say, of a reverted bad image) says nothing about
+    the spec now. Pods carry the hash of the template they were made from (see builders).
+    """
+    template = deployment.get("spec", {}).get("template", {}).get("metadata", {})
+    current = (template.get("annotations") or {}).get(TEMPLATE_HASH)
+    return [
+        pod
+        for pod in pods
+        if not pod.get("metadata", {}).get("deletionTimestamp")
+        and (pod.get("metadata", {}).get("annotations") or {}).get(TEMPLATE_HASH) == current
+    ]
+
+
+def _server_statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """The model server's container statuses (sidecars such as a mesh proxy are not ours)."""
+    statuses = pod.get("status", {}).get("containerStatuses", [])
+    return [cstat for cstat in statuses if cstat.get("name") == CONTAINER_NAME]
+
+
+def _oom_killed(cstat: dict[str, Any]) -> bool:
+    """Whether the container is down from an OOM kill now: killed, or not back since.
+
+    Back means running with its startup probe passed (or ready, where `started` is not
+    reported); the OOM kill before that is history (see `restart_note`), not a verdict.
+    """
+    state = cstat.get("state", {})
+    if state.get("terminated", {}).get("reason") == "OOMKilled":
+        return True
+    back = "running" in state and cstat.get("started", cstat.get("ready", False))
+    last = cstat.get("lastState", {}).get("terminated", {})
+    return not back and last.get("reason") == "OOMKilled"
+
+
 def pod_problem(pods: list[dict[str, Any]]) -> Verdict | None:
     """The most telling reason why the instance's pods cannot become ready, if any."""
     found: dict[str, str] = {}
     for pod in pods:
         name = pod.get("metadata", {}).get("name", "?")
-        status = pod.get("status", {})
-        for cond in status.get("conditions", []):
+        for cond in pod.get("status", {}).get("conditions", []):
             if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
                 found.setdefault("Unschedulable", f"pod {name}: {cond.get('message', '')}".strip())
-        for cstat in status.get("containerStatuses", []):
-            if cstat.get("name") != CONTAINER_NAME:
-                continue
+        for cstat in _server_statuses(pod):
             waiting = cstat.get("state", {}).get("waiting", {})
-            terminated = cstat.get("state", {}).get("terminated", {})
-            last_terminated = cstat.get("lastState", {}).get("terminated", {})
-            if "OOMKilled" in (terminated.get("reason"), last_terminated.get("reason")):
+            if _oom_killed(cstat):
                 found.setdefault(
                     "OOMKilled",
                     f"pod {name}: the model server ran out of memory"
@@ -139,6 +189,24 @@ def pod_problem(pods: list[dict[str, Any]]) -> Verdict | None:
     return None
 
 
+def restart_note(pods: list[dict[str, Any]]) -> str | None:
+    """The model server's past restarts and the latest termination, for the Ready message."""
+    restarts = 0
+    latest: tuple[str, str, str] | None = None  # (finishedAt, pod, reason)
+    for pod in pods:
+        for cstat in _server_statuses(pod):
+            ended = cstat.get("lastState", {}).get("terminated")
+            restarts += int(cstat.get("restartCount", 1 if ended else 0))
+            if ended:
+                seen = (ended.get("finishedAt", ""), pod["metadata"]["name"], ended.get("reason"))
+                latest = max(latest, seen) if latest else seen
+    if latest is None:
+        return None
+    finished, name, reason = latest
+    when = f" at {finished}" if finished else ""
+    return f"{restarts} restart(s) so far, the last in pod {name}: {reason or 'Error'}{when}"
+
+
 def desired_replicas(deployment: dict[str, Any]) -> int:
     return int(deployment.get("spec", {}).get("replicas", 1))
 
@@ -154,6 +222,35 @@ def deployment_verdict(deployment: dict[str, Any] | None) -> Verdict:
                 cond.get("message", ""),
             )
     return Verdict("Unknown", "Pending", "the Deployment has not reported availability yet")
+
+
+def rollout_verdict(deployment: dict[str, Any]) -> Verdict | None:
+    """Why the Deployment has not finished rolling out its spec, or None if it has.
+
+    As `kubectl rollout status` decides: the controller must have seen the latest spec and
+    replaced every pod of an older template. A Deployment no controller has reported on yet
+    (no observedGeneration) is new, not rolling out.
+    """
+    status = deployment.get("status", {})
+    observed = status.get("observedGeneration")
+    if observed is None:
+        return None
+    if int(deployment.get("metadata", {}).get("generation", observed)) > int(observed):
+        return Verdict("False", ROLLING_OUT, "the Deployment controller has not seen the spec yet")
+    for cond in status.get("conditions", []):
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            message = cond.get("message") or "the rollout made no progress in time"
+            return Verdict("False", "ProgressDeadlineExceeded", message)
+    updated = int(status.get("updatedReplicas", 0))
+    old = int(status.get("replicas", 0)) - updated
+    if old > 0:
+        return Verdict(
+            "False",
+            ROLLING_OUT,
+            f"{updated}/{desired_replicas(deployment)} pods run the current spec,"
+            f" {old} of an older one remain",
+        )
+    return None
 
 
 def endpoint_of(service: dict[str, Any] | None) -> str | None:
@@ -181,22 +278,70 @@ def service_verdict(service: dict[str, Any] | None) -> Verdict:
 
 
 def ready_verdict(observed: Observed) -> Verdict:
-    """Ready only when every desired replica is ready; otherwise the real reason."""
+    """Ready when clients can call it: every desired replica of the current spec is ready and
+    the Service has an address; otherwise the real reason. Past restarts are noted."""
     deployment = observed.deployment
     if deployment is None:
         return Verdict("False", "DeploymentMissing", "the Deployment does not exist yet")
-    problem = pod_problem(observed.pods)
+    pods = current_pods(deployment, observed.pods)
+    verdict = _readiness(deployment, observed.service, pods)
+    return with_note(verdict, restart_note(pods))
+
+
+def _readiness(
+    deployment: dict[str, Any], service: dict[str, Any] | None, pods: list[dict[str, Any]]
+) -> Verdict:
+    problem = pod_problem(pods)
     if problem is not None:
         return problem
     desired = desired_replicas(deployment)
     ready = int(deployment.get("status", {}).get("readyReplicas", 0))
     if desired == 0:
         return Verdict("False", "ScaledToZero", "replicas is 0: nothing serves requests")
+    rollout = rollout_verdict(deployment)
+    if rollout is not None and rollout.reason != ROLLING_OUT:
+        return rollout  # stuck: says more than a count of ready replicas
     if ready < desired:
         return Verdict("False", "ReplicasNotReady", f"{ready}/{desired} replicas are ready")
-    if observed.service is None:
+    if rollout is not None:
+        return rollout  # the ready replicas include pods of an older spec
+    if service is None:
         return Verdict("False", "ServiceMissing", "the Service does not exist yet")
+    if endpoint_of(service) is None:
+        return Verdict(
+            "False",
+            "LoadBalancerPending",
+            f"{ready}/{desired} replicas are ready; waiting for the load balancer's address",
+        )
     return Verdict("True", "AllReplicasReady", f"{ready}/{desired} replicas are ready")
+
+
+def with_note(verdict: Verdict, note: str | None) -> Verdict:
+    return replace(verdict, message=f"{verdict.message}; {note}") if note else verdict
+
+
+def replicas_notice(spec: ImageClassifierSpec) -> str | None:
+    """Why `kubectl scale` changes nothing while autoscaling is on: the HPA owns the count."""
+    if spec.autoscaling is None:
+        return None
+    return (
+        f"spec.replicas ({spec.replicas}) is ignored while spec.autoscaling is set: the"
+        " HorizontalPodAutoscaler sets the replica count (change autoscaling.minReplicas or"
+        " maxReplicas instead)"
+    )
+
+
+def replicas_news(spec: ImageClassifierSpec, previous: dict[str, Any]) -> str | None:
+    """The notice to post as an Event: once per change of spec.replicas while autoscaling is on.
+
+    The previous Ready message carries the notice already told; a new classifier has none to
+    change (its Ready message says it).
+    """
+    notice = replicas_notice(spec)
+    told = (ready_condition(previous) or {}).get("message", "")
+    if notice is None or not previous.get("conditions") or notice in told:
+        return None
+    return notice
 
 
 def merge_conditions(
@@ -245,7 +390,7 @@ def compute_status(
     ready = int(deployment.get("status", {}).get("readyReplicas", 0)) if deployment else 0
     endpoint = endpoint_of(mine.service)
     verdicts = {
-        READY: conflict or ready_verdict(mine),
+        READY: with_note(conflict or ready_verdict(mine), replicas_notice(spec)),
         DEPLOYMENT_AVAILABLE: deployment_verdict(deployment),
         SERVICE_READY: service_verdict(mine.service),
     }

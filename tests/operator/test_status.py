@@ -3,6 +3,8 @@
 from typing import Any
 
 import pytest
+from kubeclassify_operator import builders
+from kubeclassify_operator.builders import TEMPLATE_HASH, Owner
 from kubeclassify_operator.spec import ImageClassifierSpec
 from kubeclassify_operator.status import (
     Observed,
@@ -14,7 +16,9 @@ from kubeclassify_operator.status import (
     invalid_status,
     merge_conditions,
     pod_problem,
+    ready_condition,
     ready_verdict,
+    replicas_news,
 )
 
 T0 = "2026-01-01T00:00:00Z"
@@ -30,17 +34,26 @@ def owned_by(uid: str | None, controller: bool = True) -> list[dict[str, Any]]:
 
 
 def deployment(
-    replicas: int = 2, ready: int = 0, available: str | None = None, owner: str | None = UID
+    replicas: int = 2,
+    ready: int = 0,
+    available: str | None = None,
+    owner: str | None = UID,
+    *,
+    generation: int = 1,
+    rollout: dict[str, Any] | None = None,
+    template_hash: str | None = None,
 ) -> dict[str, Any]:
-    status: dict[str, Any] = {"readyReplicas": ready}
+    """A Deployment as the API returns it; `rollout` adds what the Deployment controller reports."""
+    status: dict[str, Any] = {"readyReplicas": ready, **(rollout or {})}
     if available is not None:
-        status["conditions"] = [
+        status.setdefault("conditions", []).append(
             {"type": "Available", "status": available, "reason": "MinimumReplicasAvailable"}
-        ]
+        )
+    annotations = {TEMPLATE_HASH: template_hash} if template_hash else {}
     return {
         "kind": "Deployment",
-        "metadata": {"name": "cats", "ownerReferences": owned_by(owner)},
-        "spec": {"replicas": replicas},
+        "metadata": {"name": "cats", "generation": generation, "ownerReferences": owned_by(owner)},
+        "spec": {"replicas": replicas, "template": {"metadata": {"annotations": annotations}}},
         "status": status,
     }
 
@@ -63,12 +76,21 @@ def pod(
     last_terminated: str | None = None,
     unschedulable: bool = False,
     container: str = "modelserver",
+    *,
+    state: dict[str, Any] | None = None,
+    ready: bool = False,
+    restarts: int | None = None,
+    template_hash: str | None = None,
+    terminating: bool = False,
 ) -> dict[str, Any]:
-    cstat: dict[str, Any] = {"name": container, "state": {}}
+    """A pod of `cats` as the kubelet reports it."""
+    cstat: dict[str, Any] = {"name": container, "state": state or {}, "ready": ready}
     if waiting:
         cstat["state"] = {"waiting": {"reason": waiting, "message": f"details of {waiting}"}}
     if last_terminated:
-        cstat["lastState"] = {"terminated": {"reason": last_terminated}}
+        cstat["lastState"] = {"terminated": {"reason": last_terminated, "finishedAt": T0}}
+    if restarts is not None:
+        cstat["restartCount"] = restarts
     status: dict[str, Any] = {"containerStatuses": [cstat]}
     if unschedulable:
         status = {
@@ -81,7 +103,16 @@ def pod(
                 }
             ]
         }
-    return {"metadata": {"name": "cats-1"}, "status": status}
+    meta: dict[str, Any] = {"name": "cats-1"}
+    if template_hash:
+        meta["annotations"] = {TEMPLATE_HASH: template_hash}
+    if terminating:
+        meta["deletionTimestamp"] = T1
+    return {"metadata": meta, "status": status}
+
+
+RUNNING = {"running": {"startedAt": T1}}
+LB_WITH_ADDRESS = {"ingress": [{"ip": "203.0.113.7"}]}
 
 
 @pytest.mark.parametrize(
@@ -129,7 +160,12 @@ def test_healthy_or_starting_pods_are_no_problem(pods: list[dict[str, Any]]) -> 
         (Observed(deployment(2, 1), service()), "False", "ReplicasNotReady"),
         (Observed(deployment(0, 0), service()), "False", "ScaledToZero"),
         (Observed(deployment(2, 2), None), "False", "ServiceMissing"),
-        (Observed(deployment(2, 2), service()), "True", "AllReplicasReady"),
+        (Observed(deployment(2, 2), service()), "False", "LoadBalancerPending"),
+        (
+            Observed(deployment(2, 2), service(ingress=[{"ip": "192.0.2.1"}])),
+            "True",
+            "AllReplicasReady",
+        ),
         (Observed(deployment(2, 3), service("ClusterIP")), "True", "AllReplicasReady"),
     ],
 )
@@ -328,3 +364,205 @@ def test_conflict_message_names_the_stranger_and_ignores_its_replicas() -> None:
     assert "not owned by this ImageClassifier" in ready["message"]
     # The stranger's 5/5 ready replicas are not this classifier's.
     assert (status["replicas"], status["readyReplicas"], status["ready"]) == (2, 0, "0/2")
+
+
+def ready_of(observed: Observed, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The Ready condition of `cats` for these children."""
+    status = compute_status(
+        name="cats",
+        uid=UID,
+        spec=ImageClassifierSpec.model_validate(spec or {"replicas": 2}),
+        observed=observed,
+        previous={},
+        generation=1,
+        now=T0,
+    )
+    ready = ready_condition(status)
+    assert ready is not None
+    return ready
+
+
+def serving(*pods: dict[str, Any], **deployment_args: Any) -> Observed:
+    """2/2 replicas ready behind a load balancer with an address, and these pods."""
+    return Observed(
+        deployment(2, 2, "True", **deployment_args),
+        service(ingress=LB_WITH_ADDRESS["ingress"]),
+        list(pods),
+    )
+
+
+def test_a_past_oom_kill_is_history_once_the_container_is_back() -> None:
+    """Running and ready again after an OOM kill: Ready, with the kill in the message."""
+    back = pod(last_terminated="OOMKilled", state=RUNNING, ready=True, restarts=3)
+    assert pod_problem([back]) is None
+    ready = ready_of(serving(back))
+    assert (ready["status"], ready["reason"]) == ("True", "AllReplicasReady")
+    assert ready["message"] == (
+        f"2/2 replicas are ready; 3 restart(s) so far, the last in pod cats-1: OOMKilled at {T0}"
+    )
+
+
+@pytest.mark.parametrize(
+    "cstat",
+    [
+        {"state": {"terminated": {"reason": "OOMKilled"}}},  # killed right now
+        {"state": {"waiting": {"reason": "CrashLoopBackOff"}}},  # backing off after the kill
+        {"state": RUNNING, "started": False},  # restarted, startup probe not passed yet
+        {"state": RUNNING, "ready": False},  # the same where the kubelet reports no `started`
+    ],
+)
+def test_an_oom_kill_counts_until_the_container_is_back(cstat: dict[str, Any]) -> None:
+    killed = pod(last_terminated="OOMKilled")
+    killed["status"]["containerStatuses"][0].update(cstat)
+    verdict = pod_problem([killed])
+    assert verdict is not None and verdict.reason == "OOMKilled"
+    assert ready_of(serving(killed))["reason"] == "OOMKilled"
+
+
+def test_a_started_container_failing_readiness_is_not_blamed_on_an_old_oom_kill() -> None:
+    flapping = pod(last_terminated="OOMKilled", state=RUNNING)
+    flapping["status"]["containerStatuses"][0]["started"] = True
+    assert pod_problem([flapping]) is None
+
+
+def test_ready_needs_the_load_balancer_address() -> None:
+    """Ready means "you can call it": a LoadBalancer without an address cannot be called."""
+    pending = ready_of(Observed(deployment(2, 2, "True"), service()))
+    assert (pending["status"], pending["reason"]) == ("False", "LoadBalancerPending")
+    assert "2/2 replicas are ready" in pending["message"]
+    assert ready_of(serving())["status"] == "True"
+    cluster_ip = ready_of(Observed(deployment(2, 2, "True"), service("ClusterIP")))
+    assert cluster_ip["status"] == "True"
+
+
+# What the Deployment controller reports for a 2-replica Deployment, rolling out or not.
+DONE = {"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}
+NEW_POD_STARTING = {**DONE, "replicas": 3, "updatedReplicas": 1}  # maxSurge 1: old pods ready
+LAST_OLD_POD_LEAVING = {**DONE, "replicas": 3}
+DEADLINE = {
+    "type": "Progressing",
+    "status": "False",
+    "reason": "ProgressDeadlineExceeded",
+    "message": 'ReplicaSet "cats-7f9c" has timed out progressing.',
+}
+
+
+@pytest.mark.parametrize(
+    ("generation", "rollout", "reason", "in_message"),
+    [
+        (2, DONE, "AllReplicasReady", "2/2 replicas are ready"),
+        # The spec was just patched: the ready pods are the old spec's.
+        (3, DONE, "RollingOut", "has not seen the spec yet"),
+        (2, NEW_POD_STARTING, "RollingOut", "1/2 pods run the current spec, 2 of an older one"),
+        (2, LAST_OLD_POD_LEAVING, "RollingOut", "2/2 pods run the current spec, 1 of an older"),
+        (2, {**NEW_POD_STARTING, "conditions": [DEADLINE]}, "ProgressDeadlineExceeded", "timed"),
+        # No controller has reported yet (a new Deployment): not a rollout.
+        (1, {}, "AllReplicasReady", "2/2"),
+    ],
+)
+def test_ready_follows_the_rollout_of_the_current_spec(
+    generation: int, rollout: dict[str, Any], reason: str, in_message: str
+) -> None:
+    ready = ready_of(serving(generation=generation, rollout=rollout))
+    assert ready["reason"] == reason
+    assert ready["status"] == ("True" if reason == "AllReplicasReady" else "False")
+    assert in_message in ready["message"]
+
+
+def test_too_few_ready_replicas_during_a_rollout_are_counted() -> None:
+    observed = Observed(
+        deployment(2, 1, generation=2, rollout=NEW_POD_STARTING),
+        service(ingress=LB_WITH_ADDRESS["ingress"]),
+    )
+    assert ready_of(observed)["reason"] == "ReplicasNotReady"
+
+
+@pytest.mark.parametrize(
+    "stale",
+    [
+        pod("ImagePullBackOff", template_hash="old"),  # of the replaced (bad-image) template
+        pod("ImagePullBackOff", template_hash="new", terminating=True),
+        pod("ImagePullBackOff"),  # made before pods carried a template hash
+    ],
+)
+def test_terminating_pods_and_pods_of_an_older_template_are_ignored(
+    stale: dict[str, Any],
+) -> None:
+    """After a bad image is reverted, its lingering pods no longer decide the status."""
+    healthy = pod(state=RUNNING, ready=True, template_hash="new")
+    assert ready_of(serving(stale, healthy, template_hash="new"))["reason"] == "AllReplicasReady"
+    # The same failure in a pod of the current template still counts.
+    failing = pod("ImagePullBackOff", template_hash="new")
+    assert ready_of(serving(failing, healthy, template_hash="new"))["reason"] == "ImagePullBackOff"
+
+
+OWNER = Owner(name="cats", namespace="ml", uid=UID)
+
+
+def built(raw: dict[str, Any]) -> dict[str, Any]:
+    return builders.build_deployment(OWNER, ImageClassifierSpec.model_validate(raw))
+
+
+def hash_of(deployment: dict[str, Any]) -> str | None:
+    annotations: dict[str, str] = deployment["spec"]["template"]["metadata"]["annotations"]
+    return annotations.get(TEMPLATE_HASH)
+
+
+def test_the_template_hash_names_the_pod_template() -> None:
+    assert hash_of(built({})) == hash_of(built({})) is not None
+    assert hash_of(built({"replicas": 5})) == hash_of(built({}))  # scaling rolls nothing
+    assert hash_of(built({"image": "registry.example/ms:2"})) != hash_of(built({}))
+    # A user's annotation cannot pose as the hash.
+    assert hash_of(built({"podAnnotations": {TEMPLATE_HASH: "x"}})) == hash_of(built({}))
+
+
+def test_a_new_template_hash_alone_rolls_no_pods() -> None:
+    """A Deployment from an operator that set no hash (or another one) is not patched for it."""
+    desired = built({})
+    for old_hash in (None, "from-an-older-operator"):
+        meta = desired["spec"]["template"]["metadata"]
+        older = {k: v for k, v in meta["annotations"].items() if k != TEMPLATE_HASH}
+        if old_hash:
+            older[TEMPLATE_HASH] = old_hash
+        template = {**desired["spec"]["template"], "metadata": {**meta, "annotations": older}}
+        current = builders.with_last_applied(
+            {**desired, "spec": {**desired["spec"], "template": template}}
+        )
+        kept = builders.with_last_applied(builders.keep_template_hash(desired, current))
+        assert builders.is_subset(kept, current)  # what the operator compares: nothing to patch
+        assert hash_of(kept) == old_hash
+    # A real change of the template brings the new hash along.
+    changed = built({"image": "registry.example/ms:2"})
+    assert hash_of(builders.keep_template_hash(changed, current)) == hash_of(changed)
+    assert builders.keep_template_hash(desired, None) == desired
+
+
+AUTOSCALED = {"replicas": 3, "autoscaling": {"minReplicas": 1, "maxReplicas": 4}}
+
+
+def test_spec_replicas_under_autoscaling_is_said_to_be_ignored() -> None:
+    ready = ready_of(serving(), AUTOSCALED)
+    assert ready["status"] == "True"
+    assert "spec.replicas (3) is ignored while spec.autoscaling is set" in ready["message"]
+    assert "ignored" not in ready_of(serving(), {"replicas": 3})["message"]
+
+
+def status_for(raw: dict[str, Any], previous: dict[str, Any]) -> dict[str, Any]:
+    spec = ImageClassifierSpec.model_validate(raw)
+    return compute_status(
+        name="cats", uid=UID, spec=spec, observed=serving(), previous=previous, generation=2, now=T1
+    )
+
+
+def test_one_event_per_change_of_ignored_replicas() -> None:
+    spec = ImageClassifierSpec.model_validate
+    scaled = {**AUTOSCALED, "replicas": 5}
+    created = status_for(AUTOSCALED, {})
+    assert replicas_news(spec(AUTOSCALED), {}) is None  # a new classifier: its status says it
+    assert replicas_news(spec(AUTOSCALED), created) is None  # the next pass: nothing new
+    news = replicas_news(spec(scaled), created)  # kubectl scale --replicas=5
+    assert news is not None and news.startswith("spec.replicas (5) is ignored")
+    assert replicas_news(spec(scaled), status_for(scaled, created)) is None  # told once
+    manual = status_for({"replicas": 3}, {})
+    assert replicas_news(spec({"replicas": 5}), manual) is None  # no autoscaling: it scales
+    assert replicas_news(spec(AUTOSCALED), manual) is not None  # autoscaling turned on
