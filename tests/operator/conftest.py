@@ -1,37 +1,68 @@
-"""Fixtures for the operator tests: a Kubernetes API emulator over real HTTP, and the operator.
+"""Fixtures for the operator tests: the real operator against a real control plane or an emulator.
 
-The emulator is kmock's `KubernetesEmulator` in a background thread; the operator is the real
-`kubeclassify-operator` console command in a subprocess, pointed at it with a kubeconfig.
-Tests drive the "cluster" over HTTP, the way kubectl and controllers would.
+The operator is always the real `kubeclassify-operator` console command in a subprocess.
+- `plane_*` fixtures: a real Kubernetes control plane (`../shared/k8s`: API server, controllers,
+  scheduler; no kubelet, so `kubelet` plays one), the operator authenticated as its ServiceAccount
+  so the API server enforces deploy/rbac.yaml, and an audit log of every request.
+- `emulator`, `cluster`, `ns`, `journal`, `faults`: kmock's API emulator in a background thread,
+  kept for the faults a real API server will not produce on demand (429, 5xx, stalls, cut watches).
+Tests drive either over HTTP, the way kubectl and controllers would.
 """
 
+import contextlib
+import datetime
 import itertools
 import os
+import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
 import requests
+from control_plane import RUN_ENV, ControlPlane, service_account_user
 from kube_emulator import IC_PATH, ApiServerEmulator, Call, EmulatorThread, Fault, write_kubeconfig
 from kubeclassify_operator.kube import USER_AGENT
 from kubeclassify_operator.spec import GROUP, KIND, VERSION
+from serving import free_port
 
 T = TypeVar("T")
 HANDLED = f"{GROUP}/last-handled-configuration"  # kopf's diff-base annotation (handlers.py)
+REPO = Path(__file__).resolve().parents[2]
+OPERATOR_NAMESPACE = "kubeclassify-system"  # deploy/namespace.yaml, serviceaccount.yaml
+OPERATOR_SA = "kubeclassify-operator"
+# The operator's identity on the real plane, as the audit log names it.
+OPERATOR_USER = service_account_user(OPERATOR_NAMESPACE, OPERATOR_SA)
+# What `kubectl apply -k deploy/` installs, minus the operator's own Deployment.
+INSTALL = [
+    "crds/imageclassifier.yaml",
+    "deploy/kopf-peering-crds.yaml",
+    "deploy/namespace.yaml",
+    "deploy/serviceaccount.yaml",
+    "deploy/rbac.yaml",
+]
 
 
 class Cluster:
-    """A thin HTTP client for the emulated API, plus polling for eventual consistency."""
+    """A thin HTTP client for the API (real or emulated), plus polling for eventual consistency.
 
-    def __init__(self, url: str) -> None:
+    On the real plane it authenticates as the admin (client certificate, CA from the plane).
+    """
+
+    def __init__(
+        self, url: str, cert: tuple[str, str] | None = None, ca: str | None = None
+    ) -> None:
         self.url = url
         self.session = requests.Session()
+        self.session.cert = cert
+        self.session.verify = ca or True
+        # Else requests prefers REQUESTS_CA_BUNDLE to the plane's CA (and may send loopback to
+        # a proxy).
+        self.session.trust_env = ca is None
 
     def _call(self, method: str, path: str, body: Any = None) -> requests.Response:
         headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
@@ -54,8 +85,10 @@ class Cluster:
     def patch(self, path: str, patch: dict[str, Any]) -> None:
         self._call("PATCH", path, patch).raise_for_status()
 
-    def delete(self, path: str) -> None:
-        self._call("DELETE", path).raise_for_status()
+    def delete(self, path: str, propagation: str | None = None) -> None:
+        """Delete; `propagation` is the API's propagationPolicy (Foreground, Background, Orphan)."""
+        body = {"propagationPolicy": propagation} if propagation else None
+        self._call("DELETE", path, body).raise_for_status()
 
     def items(self, path: str) -> list[dict[str, Any]]:
         answer = self.get(path) or {}
@@ -76,7 +109,7 @@ class Cluster:
 
 
 class Namespace:
-    """Paths and shortcuts for one test's namespace in the shared emulated cluster."""
+    """Paths and shortcuts for one test's namespace in the shared cluster (real or emulated)."""
 
     def __init__(self, cluster: Cluster, name: str) -> None:
         self.cluster = cluster
@@ -86,6 +119,7 @@ class Namespace:
         prefix = {
             "imageclassifiers": IC_PATH,
             "deployments": "/apis/apps/v1",
+            "replicasets": "/apis/apps/v1",
             "horizontalpodautoscalers": "/apis/autoscaling/v2",
         }.get(kind, "/api/v1")
         return "/".join(
@@ -143,6 +177,11 @@ class Namespace:
             return cond if ok else None
 
         return self.cluster.wait(probe, timeout, f"{type_}={status}/{reason} on {name}")
+
+    def pods(self, instance: str) -> list[dict[str, Any]]:
+        """The pods of the classifier `instance` (by the label its Deployment gives them)."""
+        selector = f"app.kubernetes.io/instance={instance}"
+        return self.cluster.items(f"{self.path('pods')}?labelSelector={selector}")
 
     def events(self, name: str) -> list[dict[str, Any]]:
         """Events about the classifier `name`, oldest first."""
@@ -222,7 +261,7 @@ class OperatorProcess:
 
     def start(self) -> None:
         """Launch and wait until kopf serves its liveness endpoint."""
-        self.liveness_url = f"http://127.0.0.1:{_free_port()}/healthz"
+        self.liveness_url = f"http://127.0.0.1:{free_port()}/healthz"
         with self.log_path.open("ab") as log:
             process = subprocess.Popen(
                 [*self.command, "--liveness", self.liveness_url],
@@ -256,7 +295,35 @@ class OperatorProcess:
             self.kill()
 
 
-OperatorLauncher = Callable[[str], OperatorProcess]
+class OperatorLauncher(Protocol):
+    """Starts a named operator process (`POD_ID`) with extra command-line arguments."""
+
+    def __call__(self, name: str, *args: str) -> OperatorProcess: ...
+
+
+@contextlib.contextmanager
+def _operators(kubeconfig: Path, workdir: Path) -> Iterator[OperatorLauncher]:
+    """Start the installed `kubeclassify-operator` command (default: cluster-wide, peering)."""
+    command = shutil.which("kubeclassify-operator", path=str(Path(sys.executable).parent))
+    assert command, "install the operator: pip install -e operator"
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    started: list[OperatorProcess] = []
+
+    def launch(name: str, *args: str) -> OperatorProcess:
+        # POD_ID: kopf's identity among peers, as in deploy/.
+        operator = OperatorProcess(
+            [command, *args], {**env, "POD_ID": name}, workdir / f"{name}.log"
+        )
+        started.append(operator)
+        operator.start()
+        return operator
+
+    try:
+        yield launch
+    finally:
+        for operator in started:
+            operator.stop()
 
 
 @pytest.fixture(scope="session")
@@ -269,37 +336,15 @@ def kubeconfig(emulator: EmulatorThread, tmp_path_factory: pytest.TempPathFactor
 def launch_operator(
     kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorLauncher]:
-    """Start the installed `kubeclassify-operator` command (cluster-wide, with peering)."""
-    workdir = tmp_path_factory.mktemp("operator")
-    command = shutil.which("kubeclassify-operator", path=str(Path(sys.executable).parent))
-    assert command, "install the operator: pip install -e operator"
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    env.pop("KUBERNETES_SERVICE_HOST", None)
-    started: list[OperatorProcess] = []
-
-    def launch(name: str) -> OperatorProcess:
-        # POD_ID: kopf's identity among peers, as in deploy/.
-        operator = OperatorProcess([command], {**env, "POD_ID": name}, workdir / f"{name}.log")
-        started.append(operator)
-        operator.start()
-        return operator
-
-    yield launch
-    for operator in started:
-        operator.stop()
+    """Operators against the emulator."""
+    with _operators(kubeconfig, tmp_path_factory.mktemp("operator")) as launch:
+        yield launch
 
 
 @pytest.fixture(scope="session")
 def operator_process(launch_operator: OperatorLauncher) -> OperatorProcess:
-    """The operator every integration test talks to."""
+    """The operator every emulator test talks to."""
     return launch_operator("operator-1")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 _namespaces = itertools.count(1)
@@ -307,5 +352,213 @@ _namespaces = itertools.count(1)
 
 @pytest.fixture
 def ns(cluster: Cluster, operator_process: OperatorProcess) -> Namespace:
-    """A fresh namespace per test in the shared cluster, with the operator running."""
+    """A fresh namespace per test in the shared emulated cluster, with the operator running."""
     return Namespace(cluster, f"test-{next(_namespaces)}")
+
+
+# ---------------------------------------------------------------- the real control plane
+
+
+@pytest.fixture(scope="session")
+def plane() -> Iterator[ControlPlane]:
+    """A real control plane with the CRDs, peering CRDs, namespace, ServiceAccount and RBAC of
+    deploy/ applied. Reuses the plane `.ci/run` started (KUBECLASSIFY_K8S_RUN), else starts one
+    of its own (free ports, own run directory) and stops it after the session."""
+    reuse = os.environ.get(RUN_ENV)
+    control_plane = ControlPlane.attach(Path(reuse)) if reuse else ControlPlane.start()
+    try:
+        control_plane.kubectl("apply", *(f"--filename={REPO / path}" for path in INSTALL))
+        control_plane.kubectl(
+            "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"
+        )
+        yield control_plane
+    finally:
+        if control_plane.owned:
+            control_plane.down()
+
+
+@pytest.fixture(scope="session")
+def plane_cluster(plane: ControlPlane) -> Cluster:
+    """The admin's client for the real API server (cluster-admin; not subject to the RBAC)."""
+    return Cluster(plane.url, cert=plane.admin_cert, ca=str(plane.ca_cert))
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kubeconfig acting as deploy/'s ServiceAccount (TokenRequest token, valid 24 h)."""
+    path = tmp_path_factory.mktemp("plane") / "operator.kubeconfig"
+    return plane.token_kubeconfig(path, OPERATOR_SA, OPERATOR_NAMESPACE)
+
+
+@pytest.fixture(scope="session")
+def launch_plane_operator(
+    operator_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorLauncher]:
+    """`launch("name", *args)`: more operators on the real plane, as the ServiceAccount;
+    every one is stopped at the end of the session (or by the test)."""
+    with _operators(operator_kubeconfig, tmp_path_factory.mktemp("plane-operator")) as launch:
+        yield launch
+
+
+@pytest.fixture(scope="session")
+def plane_operator(launch_plane_operator: OperatorLauncher) -> OperatorProcess:
+    """The operator (cluster-wide, with peering) the real-plane tests share."""
+    return launch_plane_operator("plane-operator-1")
+
+
+@pytest.fixture
+def plane_namespace(plane_cluster: Cluster) -> Iterator[Namespace]:
+    """A fresh namespace on the real plane, deleted (in the background) after the test."""
+    name = f"t{next(_namespaces)}-{secrets.token_hex(3)}"
+    plane_cluster.create("/api/v1/namespaces", {"metadata": {"name": name}})
+    yield Namespace(plane_cluster, name)
+    plane_cluster.delete(f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture
+def plane_ns(plane_namespace: Namespace, plane_operator: OperatorProcess) -> Namespace:
+    """A fresh namespace on the real plane, with the shared operator running."""
+    return plane_namespace
+
+
+class Kubelet:
+    """Plays the kubelet (and the cloud controller) with admin rights: Nodes, pod and
+    LoadBalancer status, written the way those components would."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.nodes: list[str] = []
+
+    def add_node(self, name: str = "node-1", cpu: str = "8", memory: str = "32Gi") -> None:
+        """A Ready, untainted Node the scheduler can bind pods to."""
+        self.cluster.create("/api/v1/nodes", {"metadata": {"name": name}})
+        self.nodes.append(name)
+        resources = {"cpu": cpu, "memory": memory, "pods": "110"}
+        now = _now()
+        ready = {
+            "type": "Ready",
+            "status": "True",
+            "reason": "KubeletReady",
+            "message": "kubelet is posting ready status",
+            "lastHeartbeatTime": now,
+            "lastTransitionTime": now,
+        }
+        self.cluster.patch(
+            f"/api/v1/nodes/{name}/status",
+            {
+                "status": {
+                    "capacity": resources,
+                    "allocatable": resources,
+                    "conditions": [ready],
+                    "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                }
+            },
+        )
+        # Admission taints a new Node not-ready; the node lifecycle controller (off) would lift it.
+        self.cluster.patch(f"/api/v1/nodes/{name}", {"spec": {"taints": None}})
+
+    def remove_nodes(self) -> None:
+        for name in self.nodes:
+            self.cluster.delete(f"/api/v1/nodes/{name}")
+        self.nodes.clear()
+
+    def wait_pods(
+        self, ns: Namespace, instance: str, count: int, scheduled: bool = True, timeout: float = 30
+    ) -> list[dict[str, Any]]:
+        """The classifier's `count` pods, once they exist (and are bound to a node)."""
+
+        def probe() -> list[dict[str, Any]] | None:
+            pods = ns.pods(instance)
+            ok = len(pods) == count and all(
+                p["spec"].get("nodeName") or not scheduled for p in pods
+            )
+            return pods if ok else None
+
+        return self.cluster.wait(probe, timeout, f"{count} pods of {instance}")
+
+    def container_status(
+        self,
+        ns: Namespace,
+        pod: str,
+        state: dict[str, Any],
+        ready: bool = False,
+        restarts: int = 0,
+        last_state: dict[str, Any] | None = None,
+    ) -> None:
+        """Write the pod's status as the kubelet would: phase Running, the conditions, and one
+        container status per container with this `state` (`{"running": {...}}`, ...)."""
+        obj = ns.get("pods", pod)
+        assert obj is not None, f"pod {pod} not found"
+        flag = "True" if ready else "False"
+        now = _now()
+        conditions = [
+            {"type": type_, "status": status, "lastTransitionTime": now}
+            for type_, status in [
+                ("PodScheduled", "True"),
+                ("Initialized", "True"),
+                ("ContainersReady", flag),
+                ("Ready", flag),
+            ]
+        ]
+        statuses = [
+            {
+                "name": container["name"],
+                "image": container["image"],
+                "imageID": "",
+                "ready": ready,
+                "started": "running" in state,
+                "restartCount": restarts,
+                "state": state,
+                "lastState": last_state or {},
+            }
+            for container in obj["spec"]["containers"]
+        ]
+        self.cluster.patch(
+            ns.path("pods", pod, "status"),
+            {
+                "status": {
+                    "phase": "Running",
+                    "conditions": conditions,
+                    "containerStatuses": statuses,
+                    "startTime": now,
+                }
+            },
+        )
+
+    def run(self, ns: Namespace, pod: str, ready: bool = True) -> None:
+        self.container_status(ns, pod, {"running": {"startedAt": _now()}}, ready=ready)
+
+    def crash_loop(self, ns: Namespace, pod: str) -> None:
+        waiting = {"reason": "CrashLoopBackOff", "message": "back-off 40s restarting failed"}
+        exited = {"terminated": {"reason": "Error", "exitCode": 1}}
+        self.container_status(ns, pod, {"waiting": waiting}, restarts=3, last_state=exited)
+
+    def oom_killed(self, ns: Namespace, pod: str) -> None:
+        killed = {"reason": "OOMKilled", "exitCode": 137, "finishedAt": _now()}
+        waiting = {"reason": "CrashLoopBackOff", "message": "back-off 10s restarting failed"}
+        self.container_status(
+            ns, pod, {"waiting": waiting}, restarts=1, last_state={"terminated": killed}
+        )
+
+    def image_pull_backoff(self, ns: Namespace, pod: str) -> None:
+        waiting = {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}
+        self.container_status(ns, pod, {"waiting": waiting})
+
+    def assign_ingress(self, ns: Namespace, service: str, ip: str = "203.0.113.7") -> None:
+        """What a cloud controller writes once a LoadBalancer Service has its address."""
+        self.cluster.patch(
+            ns.path("services", service, "status"),
+            {"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}},
+        )
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture
+def kubelet(plane_cluster: Cluster) -> Iterator[Kubelet]:
+    """The kubelet's part on the real plane; the Nodes it added are deleted after the test."""
+    player = Kubelet(plane_cluster)
+    yield player
+    player.remove_nodes()
