@@ -91,7 +91,8 @@ def _metadata(owner: Owner) -> dict[str, Any]:
 
 
 def server_env(spec: ImageClassifierSpec) -> list[dict[str, Any]]:
-    """The model server's configuration variables, then the user's (which may override)."""
+    """The model server's configuration variables, then the user's (the spec refuses a user
+    variable that would override one of these: see `spec.OWNED_ENV`)."""
     server = spec.server
     fixed = {
         "MODEL_NAME": spec.model,
@@ -105,10 +106,7 @@ def server_env(spec: ImageClassifierSpec) -> list[dict[str, Any]]:
     }
     if server.max_queue is not None:
         fixed["MAX_QUEUE"] = server.max_queue
-    overridden = {var.name for var in spec.env}
-    env: list[dict[str, Any]] = [
-        {"name": key, "value": str(value)} for key, value in fixed.items() if key not in overridden
-    ]
+    env: list[dict[str, Any]] = [{"name": key, "value": str(value)} for key, value in fixed.items()]
     env += [var.model_dump(by_alias=True, exclude_none=True) for var in spec.env]
     return env
 
@@ -171,8 +169,9 @@ def _pod_spec(spec: ImageClassifierSpec) -> dict[str, Any]:
         pod["tolerations"] = [
             t.model_dump(by_alias=True, exclude_none=True) for t in spec.tolerations
         ]
-    if spec.affinity:
-        pod["affinity"] = spec.affinity
+    affinity = spec.affinity.model_dump(by_alias=True, exclude_none=True) if spec.affinity else {}
+    if affinity:
+        pod["affinity"] = affinity
     return pod
 
 

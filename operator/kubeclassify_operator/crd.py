@@ -2,8 +2,11 @@
 
 Pydantic emits JSON Schema with `$ref`s, titles and `anyOf [X, null]`; Kubernetes wants a
 structural schema, so `structural()` inlines references and drops what the API rejects.
+Each field's description (its docstring in the model) says its default, because
+`kubectl explain` shows descriptions but not defaults.
 """
 
+import json
 from typing import Any
 
 import yaml
@@ -11,6 +14,9 @@ import yaml
 from kubeclassify_operator.spec import (
     GROUP,
     KIND,
+    NAME_MAX_LENGTH,
+    NAME_PATTERN,
+    NAME_RULE,
     PLURAL,
     SHORT_NAMES,
     SINGULAR,
@@ -41,19 +47,51 @@ def structural(schema: Any, defs: dict[str, Any]) -> Any:
     for key, value in schema.items():
         if key in {"title", "$defs"} or (key == "default" and value is None):
             continue
+        if key == "additionalProperties" and value is False:
+            continue  # unknown fields are pruned, or refused by `kubectl apply`, anyway
         if key == "const":
             out["enum"] = [value]
         elif key == "properties":
             out[key] = {name: structural(prop, defs) for name, prop in value.items()}
         else:
             out[key] = structural(value, defs)
+    if out.get("default") and "description" in out:
+        out["description"] = f"{out['description']} Defaults to {_compact(out['default'])}."
     return out
+
+
+def _compact(value: Any) -> str:
+    """A default as one short line of JSON: `80`, `"LoadBalancer"`, `{"cpu": "500m"}`."""
+    return json.dumps(value, separators=(", ", ": "))
 
 
 def _schema_of(model: type[ImageClassifierSpec] | type[ImageClassifierStatus]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     result: dict[str, Any] = structural(raw, raw.get("$defs", {}))
     return result
+
+
+_API_VERSION = (
+    "APIVersion defines the versioned schema of this representation of an object. "
+    "Servers should convert recognized schemas to the latest internal value, and may reject "
+    "unrecognized values."
+)
+_KIND = (
+    "Kind is a string value representing the REST resource this object represents. Servers "
+    "may infer this from the endpoint the client submits requests to. In CamelCase."
+)
+# A CRD may declare no more of metadata (not even a description); declaring `name` lets a
+# CEL rule's fieldPath point at it.
+_METADATA = {"type": "object", "properties": {"name": {"type": "string"}}}
+# The API server validates `metadata.name` only as a DNS subdomain (dots, 253 characters);
+# the children need less: see NAME_RULE.
+_NAME_VALIDATION = {
+    "rule": f"self.metadata.name.size() <= {NAME_MAX_LENGTH} && "
+    f"self.metadata.name.matches({json.dumps(NAME_PATTERN)})",
+    "message": NAME_RULE,
+    "fieldPath": ".metadata.name",
+    "reason": "FieldValueInvalid",
+}
 
 
 def build_crd() -> dict[str, Any]:
@@ -84,14 +122,16 @@ def build_crd() -> dict[str, Any]:
                         "openAPIV3Schema": {
                             "type": "object",
                             "description": "An image classification service: a model server "
-                            "Deployment behind a Service, kept as declared by an operator.",
+                            "Deployment behind a Service, kept as declared by an operator. "
+                            f"The classifier's name {NAME_RULE}.",
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                "apiVersion": {"type": "string", "description": _API_VERSION},
+                                "kind": {"type": "string", "description": _KIND},
+                                "metadata": _METADATA,
                                 "spec": spec_schema,
                                 "status": _schema_of(ImageClassifierStatus),
                             },
+                            "x-kubernetes-validations": [_NAME_VALIDATION],
                         }
                     },
                     "subresources": {

@@ -1,14 +1,32 @@
 """The ImageClassifier API: pydantic models that are the single source of the CRD schema.
 
-Field constraints here become the CRD's openAPIV3Schema (see `crd.py`), so the API server
-rejects most nonsense; the `model_validator`s cover the cross-field rules a schema cannot
-express, and the operator reports their failures as `Ready=False, reason=InvalidSpec`.
+Field constraints and the docstrings under each field become the CRD's openAPIV3Schema (see
+`crd.py`), descriptions included, so `kubectl explain` documents every field and the API
+server rejects most nonsense. Rules a plain schema cannot express are written twice on
+purpose: as CEL (`x-kubernetes-validations`, so `kubectl apply` refuses them) and as pydantic
+validators (so the operator still refuses an object stored before the rule existed, and
+reports `Ready=False, reason=InvalidSpec` with a message naming the field).
 """
 
+import json
+import re
+from collections.abc import Callable
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, WithJsonSchema, model_validator
+from kubernetes.utils import parse_quantity
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict, JsonValue
 
 GROUP = "kubeclassify.io"
 VERSION = "v1alpha1"
@@ -22,17 +40,71 @@ DEFAULT_IMAGE = "ghcr.io/kubeclassify/modelserver:0.1.0"
 # Labels the operator owns on every child; users may not override them through podLabels.
 RESERVED_LABEL_PREFIX = "app.kubernetes.io/"
 
-# The API server's own pattern for resource.Quantity.
+# Every child takes the classifier's name, and the Service's is the strictest use of it: a
+# DNS-1035 label (no dots, a letter first), which also fits the 63-character label values.
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+NAME_MAX_LENGTH = 63
+NAME_RULE = (
+    "must be a DNS-1035 label of at most 63 characters (lower-case letters, digits and '-', "
+    "starting with a letter and ending with a letter or digit), because the classifier's "
+    "Service and the app.kubernetes.io/instance label of its pods take this name"
+)
+
+# The server's environment variables the operator sets, and where to set each instead.
+OWNED_ENV = {
+    "PORT": "the operator sets it to the container port that the probes and the Service target",
+    "HOST": "the server must listen on every address for the probes and the Service to reach it",
+    "MODEL_NAME": "set spec.model instead",
+    "TOP_K": "set spec.server.topK instead",
+    "BATCH_MAX_SIZE": "set spec.server.maxBatchSize instead",
+    "BATCH_MAX_DELAY_MS": "set spec.server.maxBatchDelayMs instead",
+    "MAX_UPLOAD_BYTES": "set spec.server.maxUploadBytes instead",
+    "WORKERS": "set spec.server.workers instead",
+    "THREADS": "set spec.server.threads instead",
+    "MAX_QUEUE": "set spec.server.maxQueue instead",
+}
+
+
+def _cel(rule: str, message: str, **extra: str) -> JsonDict:
+    """One `x-kubernetes-validations` entry."""
+    return {"rule": rule, "message": message, **extra}
+
+
+def _validations(*rules: JsonDict) -> JsonDict:
+    """The CEL rules of a schema node, for `json_schema_extra`."""
+    entries: list[JsonValue] = [*rules]
+    return {"x-kubernetes-validations": entries}
+
+
+def _cel_string(text: str) -> str:
+    """A CEL string literal (JSON's escaping is a subset CEL accepts)."""
+    return json.dumps(text)
+
+
+# The API server's own pattern for resource.Quantity, without the minus: no amount is negative.
 _NUMBER = r"(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-_QUANTITY_PATTERN = rf"^(\+|-)?{_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_NUMBER}))?$"
+_QUANTITY_PATTERN = rf"^\+?{_NUMBER}(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?{_NUMBER}))?$"
+
+
+def _quantity(value: int | str) -> int | str:
+    """Refuse what the child's API would refuse, here where the message can name the field."""
+    if isinstance(value, int) and value < 0:
+        raise ValueError(f"must not be negative, got {value}")
+    if isinstance(value, str) and not re.match(_QUANTITY_PATTERN, value):
+        raise ValueError(f"{value!r} is not a non-negative quantity such as 500m, 2Gi or 1")
+    return value
+
 
 Quantity = Annotated[
     int | str,
+    AfterValidator(_quantity),
     WithJsonSchema(
         {
             "anyOf": [{"type": "integer"}, {"type": "string"}],
             "x-kubernetes-int-or-string": True,
             "pattern": _QUANTITY_PATTERN,
+            "maxLength": 64,
+            "minimum": 0,
         }
     ),
 ]
@@ -47,50 +119,110 @@ FreeForm = Annotated[
 LabelMap = dict[str, Annotated[str, Field(max_length=63)]]
 
 
-class _Model(BaseModel):
-    """camelCase on the wire, snake_case in Python, like every Kubernetes API."""
+class FieldError(ValueError):
+    """A rule broken at `field`, a path relative to the model whose validator raised it."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True)
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class _Model(BaseModel):
+    """camelCase on the wire, snake_case in Python, like every Kubernetes API; the docstring
+    under each field is its description in the CRD."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, frozen=True, use_attribute_docstrings=True
+    )
 
 
 class LocalObjectReference(_Model):
+    """A Secret in the classifier's namespace."""
+
     name: str = Field(min_length=1, max_length=253)
+    """Name of the Secret."""
 
 
 class Toleration(_Model):
+    """Lets the pods run on nodes with a matching taint (as in a Pod's tolerations)."""
+
     key: str | None = None
+    """The taint key to tolerate; empty with operator Exists tolerates every taint."""
     operator: Literal["Exists", "Equal"] | None = None
+    """Exists (any value) or Equal (the value below); Kubernetes defaults to Equal."""
     value: str | None = None
+    """The taint value to match with operator Equal."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """The taint effect to tolerate; empty tolerates every effect."""
     toleration_seconds: int | None = None
+    """With effect NoExecute: how long the pods stay on a node after the taint appears."""
 
 
 class EnvVar(_Model):
+    """An extra environment variable of the model server (as in a container's env)."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            _cel(
+                f"!(self.name in {json.dumps(sorted(OWNED_ENV))})",
+                "is set by the operator",
+                messageExpression="self.name + ' is set by the operator: ' + "
+                + "{"
+                + ", ".join(f"{_cel_string(k)}: {_cel_string(v)}" for k, v in OWNED_ENV.items())
+                + "}[self.name]",
+                fieldPath=".name",
+                reason="FieldValueForbidden",
+            )
+        )
+    )
+
     name: str = Field(min_length=1, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+    """Name of the variable; not one the operator sets (PORT, HOST, MODEL_NAME, or one that a
+    spec.server field sets)."""
     value: str | None = None
+    """The value."""
     value_from: FreeForm | None = None
+    """Where to read the value from instead (a Kubernetes EnvVarSource: secretKeyRef,
+    configMapKeyRef, fieldRef, resourceFieldRef)."""
+
+    @field_validator("name")
+    @classmethod
+    def _not_owned(cls, name: str) -> str:
+        if name in OWNED_ENV:
+            raise ValueError(f"{name} is set by the operator: {OWNED_ENV[name]}")
+        return name
 
 
 class Autoscaling(_Model):
+    """A HorizontalPodAutoscaler on the pods' CPU; while set, it owns the replica count."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            _cel(
+                "self.minReplicas <= self.maxReplicas",
+                "must not exceed maxReplicas",
+                fieldPath=".minReplicas",
+            )
+        )
+    )
+
     min_replicas: int = Field(default=1, ge=1)
+    """The fewest pods."""
     max_replicas: int = Field(ge=1)
+    """The most pods (required)."""
     target_cpu_utilization_percentage: int = Field(
         default=80, ge=1, le=1000, alias="targetCPUUtilizationPercentage"
     )
+    """The average CPU use, in percent of resources.requests.cpu, that the HPA aims for."""
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> "Autoscaling":
         if self.min_replicas > self.max_replicas:
-            raise ValueError(
-                f"minReplicas ({self.min_replicas}) must not exceed maxReplicas "
-                f"({self.max_replicas})"
+            raise FieldError(
+                "minReplicas",
+                f"{self.min_replicas} must not exceed maxReplicas ({self.max_replicas})",
             )
         return self
-
-
-class Resources(_Model):
-    requests: dict[str, Quantity] = Field(default_factory=dict)
-    limits: dict[str, Quantity] = Field(default_factory=dict)
 
 
 DEFAULT_RESOURCES: dict[str, Any] = {
@@ -99,19 +231,146 @@ DEFAULT_RESOURCES: dict[str, Any] = {
 }
 
 
+def _amount(value: object) -> Decimal | None:
+    """The quantity as a number, or None if it is not one (its own validation says why)."""
+    try:
+        return Decimal(parse_quantity(value))  # type: ignore[no-untyped-call]
+    except (ValueError, TypeError, ArithmeticError):
+        return None
+
+
+def _is_extended(name: str) -> bool:
+    """Kubernetes' rule: a resource outside kubernetes.io with a domain, such as nvidia.com/gpu.
+
+    These cannot be overcommitted: a request needs an equal limit."""
+    return "/" in name and "kubernetes.io/" not in name
+
+
+def _defaults(
+    kind: Literal["requests", "limits"],
+    bound: dict[str, Any],
+    keep: Callable[[Decimal, Decimal], Decimal],
+) -> dict[str, Any]:
+    """The default requests (or limits), each replaced by the user's own limit (or request) of
+    that resource where `keep` (min for requests, max for limits) picks the user's amount: a
+    default never contradicts what the user set."""
+    out: dict[str, Any] = {}
+    for name, default in DEFAULT_RESOURCES[kind].items():
+        theirs, ours = _amount(bound.get(name)), _amount(default)
+        clamp = theirs is not None and ours is not None and keep(theirs, ours) != ours
+        out[name] = bound[name] if clamp else default
+    return out
+
+
+# `string()` makes integers and strings comparable; `quantity()` compares 1Gi with 1024Mi.
+_EXTENDED = "k.contains('/') && !k.contains('kubernetes.io/')"
+_RESOURCES_RULES = [
+    _cel(
+        f"!has(self.requests) || self.requests.all(k, !({_EXTENDED}) || "
+        "(has(self.limits) && k in self.limits && string(self.limits[k]) == "
+        "string(self.requests[k])))",
+        "an extended resource such as nvidia.com/gpu needs a limit equal to its request (it "
+        "cannot be overcommitted)",
+        fieldPath=".limits",
+    ),
+    _cel(
+        "!has(self.requests) || !has(self.limits) || self.limits.all(k, !(k in self.requests) || "
+        "!isQuantity(string(self.requests[k])) || !isQuantity(string(self.limits[k])) || "
+        "quantity(string(self.requests[k])).compareTo(quantity(string(self.limits[k]))) <= 0)",
+        "a request must not exceed its limit",
+        fieldPath=".requests",
+    ),
+]
+
+
+class Resources(_Model):
+    """CPU, memory and other resources of each pod, as in a container's resources.
+
+    A partial block is merged with the defaults key by key; a default never contradicts a
+    value you set (a default limit below your request rises to it, a default request above
+    your limit falls to it)."""
+
+    model_config = ConfigDict(json_schema_extra=_validations(*_RESOURCES_RULES))
+
+    requests: dict[str, Quantity] = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": 16}
+    )
+    """Amounts reserved for each pod, by resource name (cpu, memory, nvidia.com/gpu, ...);
+    cpu 500m and memory 1Gi unless set."""
+    limits: dict[str, Quantity] = Field(
+        default_factory=dict, json_schema_extra={"maxProperties": 16}
+    )
+    """Most each pod may use, by resource name; memory 2Gi unless set (or your memory request,
+    if higher)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        requests, limits = data.get("requests") or {}, data.get("limits") or {}
+        if not (isinstance(requests, dict) and isinstance(limits, dict)):
+            return data  # the field validation says what is wrong
+        requests = {**_defaults("requests", bound=limits, keep=min), **requests}
+        limits = {**_defaults("limits", bound=requests, keep=max), **limits}
+        return {**data, "requests": requests, "limits": limits}
+
+    @model_validator(mode="after")
+    def _limits_hold(self) -> "Resources":
+        for name, request in self.requests.items():
+            limit = self.limits.get(name)
+            if limit is None:
+                if _is_extended(name):
+                    raise FieldError(
+                        f"limits.{name}",
+                        f"is required: the request ({request}) of an extended resource needs an "
+                        "equal limit (it cannot be overcommitted)",
+                    )
+                continue
+            asked, most = _amount(request), _amount(limit)
+            if _is_extended(name) and asked != most:
+                raise FieldError(
+                    f"requests.{name}", f"{request} must equal limits.{name} ({limit})"
+                )
+            if asked is not None and most is not None and asked > most:
+                raise FieldError(
+                    f"requests.{name}", f"{request} must not exceed limits.{name} ({limit})"
+                )
+        return self
+
+
 class ServiceSpec(_Model):
+    """The Service in front of the pods."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            _cel(
+                "!has(self.loadBalancerSourceRanges) || "
+                "size(self.loadBalancerSourceRanges) == 0 || self.type == 'LoadBalancer'",
+                "only applies to type LoadBalancer",
+                fieldPath=".loadBalancerSourceRanges",
+            )
+        )
+    )
+
     type: Literal["LoadBalancer", "ClusterIP", "NodePort"] = "LoadBalancer"
+    """The Service type: LoadBalancer (an external address from the cloud), ClusterIP (inside
+    the cluster only) or NodePort."""
     port: int = Field(default=80, ge=1, le=65535)
+    """The port the Service listens on; it forwards to the server's container port 5000."""
     annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations of the Service, e.g. a cloud provider's load-balancer settings."""
     load_balancer_source_ranges: list[
         Annotated[str, Field(pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$")]
-    ] = Field(default_factory=list)
+    ] = Field(default_factory=list, json_schema_extra={"maxItems": 64})
+    """CIDR ranges allowed to reach a LoadBalancer (all when empty)."""
 
     @model_validator(mode="after")
     def _source_ranges_need_load_balancer(self) -> "ServiceSpec":
         if self.load_balancer_source_ranges and self.type != "LoadBalancer":
-            raise ValueError(
-                f"loadBalancerSourceRanges only applies to type LoadBalancer, not {self.type}"
+            raise FieldError(
+                "loadBalancerSourceRanges",
+                f"only applies to type LoadBalancer, not {self.type}",
             )
         return self
 
@@ -119,23 +378,179 @@ class ServiceSpec(_Model):
 class ServerSettings(_Model):
     """Model-server tuning, passed through as the server's environment variables."""
 
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            _cel(
+                "!has(self.maxQueue) || self.maxQueue == 0 || self.maxQueue < self.threads",
+                "must be below threads, or 0",
+                fieldPath=".maxQueue",
+            )
+        )
+    )
+
     top_k: int = Field(default=5, ge=1, le=1000)
+    """Predictions returned when a request does not say (TOP_K)."""
     max_batch_size: int = Field(default=16, ge=1, le=1024)
+    """Most images in one forward pass (BATCH_MAX_SIZE)."""
     max_batch_delay_ms: int = Field(default=2, ge=0, le=10000)
+    """Longest wait for a batch to fill, in milliseconds (BATCH_MAX_DELAY_MS)."""
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    """Largest request body in bytes; larger ones get 413 (MAX_UPLOAD_BYTES)."""
     workers: int = Field(default=1, ge=1, le=64)
+    """Server worker processes per pod, each with its own copy of the model (WORKERS)."""
     threads: int = Field(default=32, ge=1, le=1024)
-    # Unset: the server's own default (3/4 of the threads); 0: no bound.
+    """Request threads per worker (THREADS)."""
     max_queue: int | None = Field(default=None, ge=0, le=1023)
+    """Requests a worker works on before answering 503; below threads, or 0 for no bound.
+    Unset: the server's default, 3/4 of threads (MAX_QUEUE)."""
 
     @model_validator(mode="after")
     def _queue_below_threads(self) -> "ServerSettings":
         """The server refuses to start otherwise: say so here rather than crash-loop the pod."""
         if self.max_queue and self.max_queue >= self.threads:
-            raise ValueError(
-                f"maxQueue ({self.max_queue}) must be below threads ({self.threads}), or 0"
+            raise FieldError(
+                "maxQueue", f"{self.max_queue} must be below threads ({self.threads}), or 0"
             )
         return self
+
+
+# Scheduling: Kubernetes' own Affinity types, typed so that a misspelt key is an error (a
+# free-form object would silently drop it) and so that the CRD documents them.
+
+
+class _Strict(_Model):
+    """Unknown keys are errors: the API server prunes them from new objects, and the operator
+    refuses them in an object stored while `affinity` was still free-form."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeSelectorRequirement(_Strict):
+    """A requirement on a node's labels or fields."""
+
+    key: str
+    """The label (or field) key."""
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+    """How the key relates to the values."""
+    values: list[str] | None = None
+    """The values; non-empty for In and NotIn, one integer for Gt and Lt, empty otherwise."""
+
+
+class NodeSelectorTerm(_Strict):
+    """Requirements that must all hold (an empty term matches no node)."""
+
+    match_expressions: list[NodeSelectorRequirement] | None = None
+    """Requirements on the node's labels."""
+    match_fields: list[NodeSelectorRequirement] | None = None
+    """Requirements on the node's fields."""
+
+
+class NodeSelector(_Strict):
+    """Terms of which at least one must match."""
+
+    node_selector_terms: list[NodeSelectorTerm]
+    """The terms, ORed."""
+
+
+class PreferredSchedulingTerm(_Strict):
+    """A weighted node preference."""
+
+    weight: int = Field(ge=1, le=100)
+    """Weight of this preference, 1-100."""
+    preference: NodeSelectorTerm
+    """The nodes preferred."""
+
+
+class NodeAffinity(_Strict):
+    """Which nodes the pods may or prefer to run on."""
+
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = None
+    """Nodes the pods must run on."""
+    preferred_during_scheduling_ignored_during_execution: list[PreferredSchedulingTerm] | None = (
+        None
+    )
+    """Nodes the scheduler prefers, by weight."""
+
+
+class LabelSelectorRequirement(_Strict):
+    """A requirement on a label."""
+
+    key: str
+    """The label key."""
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    """How the key relates to the values."""
+    values: list[str] | None = None
+    """The values; non-empty for In and NotIn, empty for Exists and DoesNotExist."""
+
+
+class LabelSelector(_Strict):
+    """A label query; its requirements are ANDed, and an empty one matches everything."""
+
+    match_labels: dict[str, str] | None = None
+    """Labels that must have exactly these values."""
+    match_expressions: list[LabelSelectorRequirement] | None = None
+    """Requirements on the labels."""
+
+
+class PodAffinityTerm(_Strict):
+    """Pods (selected by labels, in some namespaces) to run near, or away from."""
+
+    label_selector: LabelSelector | None = None
+    """The pods; none when unset."""
+    namespace_selector: LabelSelector | None = None
+    """Namespaces to look in, by label (added to namespaces)."""
+    namespaces: list[str] | None = None
+    """Namespaces to look in, by name; the classifier's when both this and
+    namespaceSelector are unset."""
+    topology_key: str = Field(min_length=1)
+    """The node label that defines "near", e.g. kubernetes.io/hostname or
+    topology.kubernetes.io/zone."""
+    match_label_keys: list[str] | None = None
+    """Label keys whose values, taken from the incoming pod, are added to labelSelector."""
+    mismatch_label_keys: list[str] | None = None
+    """Label keys whose values, taken from the incoming pod, must differ."""
+
+
+class WeightedPodAffinityTerm(_Strict):
+    """A weighted pod (anti-)affinity preference."""
+
+    weight: int = Field(ge=1, le=100)
+    """Weight of this preference, 1-100."""
+    pod_affinity_term: PodAffinityTerm
+    """The pods."""
+
+
+class PodAffinity(_Strict):
+    """Pods to run near (same node, zone, ...)."""
+
+    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] | None = None
+    """Terms that must all hold."""
+    preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] | None = (
+        None
+    )
+    """Terms the scheduler prefers, by weight."""
+
+
+class PodAntiAffinity(_Strict):
+    """Pods to run away from (another node, zone, ...)."""
+
+    required_during_scheduling_ignored_during_execution: list[PodAffinityTerm] | None = None
+    """Terms that must all hold."""
+    preferred_during_scheduling_ignored_during_execution: list[WeightedPodAffinityTerm] | None = (
+        None
+    )
+    """Terms the scheduler prefers, by weight."""
+
+
+class Affinity(_Strict):
+    """Scheduling constraints of the pods, as in a Pod's affinity."""
+
+    node_affinity: NodeAffinity | None = None
+    """Which nodes the pods may or prefer to run on."""
+    pod_affinity: PodAffinity | None = None
+    """Which pods to run near."""
+    pod_anti_affinity: PodAntiAffinity | None = None
+    """Which pods to run away from."""
 
 
 _EMPTY_DEFAULT: dict[str, Any] = {"default": {}}
@@ -145,38 +560,55 @@ class ImageClassifierSpec(_Model):
     """The desired state of one classifier; every field has a default except autoscaling."""
 
     model: Literal["resnet50"] = "resnet50"
+    """The model to serve (only resnet50 for now)."""
     image: str = Field(default=DEFAULT_IMAGE, min_length=1, pattern=r"^\S+$")
+    """The model-server image; it carries the model's weights."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """When the kubelet pulls the image."""
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)
+    """Secrets for pulling the image from a private registry."""
     replicas: int = Field(default=1, ge=0)
+    """Number of pods; ignored while autoscaling is set. kubectl scale sets it."""
     autoscaling: Autoscaling | None = None
+    """Scale on CPU with a HorizontalPodAutoscaler; off when unset."""
     resources: Resources = Field(
-        default_factory=lambda: Resources.model_validate(DEFAULT_RESOURCES),
-        json_schema_extra={"default": DEFAULT_RESOURCES},
+        default_factory=Resources, json_schema_extra={"default": DEFAULT_RESOURCES}
     )
+    """CPU, memory and other resources of each pod; a partial block is merged with the
+    defaults key by key."""
     node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels the pods must run on."""
     tolerations: list[Toleration] = Field(default_factory=list)
-    affinity: FreeForm | None = None
+    """Taints the pods tolerate."""
+    affinity: Affinity | None = None
+    """Node and pod affinity of the pods."""
     pod_annotations: dict[str, str] = Field(default_factory=dict)
+    """Extra annotations of the pods; they override the Prometheus scrape annotations."""
     pod_labels: LabelMap = Field(default_factory=dict)
-    env: list[EnvVar] = Field(default_factory=list)
+    """Extra labels of the pods; app.kubernetes.io/* labels are the operator's."""
+    env: list[EnvVar] = Field(default_factory=list, json_schema_extra={"maxItems": 256})
+    """Extra environment variables of the model server."""
     # `default: {}` makes the API server fill in the nested defaults when the block is omitted.
     service: ServiceSpec = Field(default_factory=ServiceSpec, json_schema_extra=_EMPTY_DEFAULT)
+    """The Service in front of the pods."""
     server: ServerSettings = Field(default_factory=ServerSettings, json_schema_extra=_EMPTY_DEFAULT)
+    """Model-server tuning, passed as the server's environment variables."""
+
+    @field_validator("pod_labels")
+    @classmethod
+    def _labels_not_reserved(cls, labels: dict[str, str]) -> dict[str, str]:
+        reserved = sorted(k for k in labels if k.startswith(RESERVED_LABEL_PREFIX))
+        if reserved:
+            raise ValueError(f"must not set operator-owned labels: {', '.join(reserved)}")
+        return labels
 
     @model_validator(mode="after")
-    def _cross_field_rules(self) -> "ImageClassifierSpec":
-        reserved = sorted(k for k in self.pod_labels if k.startswith(RESERVED_LABEL_PREFIX))
-        if reserved:
-            raise ValueError(f"podLabels must not set operator-owned labels: {', '.join(reserved)}")
-        if self.autoscaling is not None and "cpu" not in self.resources.requests:
-            raise ValueError("autoscaling needs resources.requests.cpu to compute CPU utilization")
-        for name, limit in self.resources.limits.items():
-            if "/" not in name:
-                continue  # extended resources (e.g. nvidia.com/gpu) follow stricter rules
-            request = self.resources.requests.get(name, limit)
-            if str(request) != str(limit):
-                raise ValueError(f"resources: {name} requests ({request}) must equal limits")
+    def _autoscaling_needs_cpu(self) -> "ImageClassifierSpec":
+        if self.autoscaling is not None and not _amount(self.resources.requests.get("cpu", 0)):
+            raise FieldError(
+                "resources.requests.cpu",
+                "autoscaling needs a CPU request above 0 to compute CPU utilization",
+            )
         return self
 
 
@@ -188,11 +620,22 @@ def parse_spec(raw: dict[str, Any]) -> ImageClassifierSpec:
         raise InvalidSpec(describe_errors(exc)) from exc
 
 
+def check_name(name: str) -> None:
+    """Refuse a classifier name that some child could not take (before any child is made)."""
+    if len(name) > NAME_MAX_LENGTH or not re.match(NAME_PATTERN, name):
+        raise InvalidSpec(f"metadata.name: {name!r} {NAME_RULE}")
+
+
 def describe_errors(exc: ValidationError) -> str:
-    """One line per error, each naming the offending field as `spec.a.b`."""
+    """One line per error, each naming the offending field as `spec.a[0].b`."""
     lines = []
     for error in exc.errors():
-        path = ".".join(["spec", *(str(part) for part in error["loc"])])
+        path = "spec"
+        for part in error["loc"]:
+            path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, FieldError):
+            path += f".{cause.field}"
         message = error["msg"].removeprefix("Value error, ")
         lines.append(f"{path}: {message}")
     return "; ".join(lines)

@@ -6,7 +6,7 @@ import kubernetes_validate
 import pytest
 from kubeclassify_operator import builders
 from kubeclassify_operator.builders import Owner
-from kubeclassify_operator.spec import ImageClassifierSpec
+from kubeclassify_operator.spec import OWNED_ENV, ImageClassifierSpec
 
 OWNER = Owner(name="cats", namespace="ml", uid="0b7c3f9e-1111-2222-3333-444455556666")
 K8S_VERSION = "1.37.0"
@@ -31,11 +31,23 @@ SPECS: dict[str, dict[str, Any]] = {
                         {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["y"]}]}
                     ]
                 }
-            }
+            },
+            "podAntiAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 50,
+                        "podAffinityTerm": {
+                            "labelSelector": {"matchLabels": {"app.kubernetes.io/instance": "x"}},
+                            "topologyKey": "kubernetes.io/hostname",
+                            "matchLabelKeys": ["pod-template-hash"],
+                        },
+                    }
+                ]
+            },
         },
         "podAnnotations": {"prometheus.io/scrape": "false", "team": "vision"},
         "podLabels": {"team": "vision"},
-        "env": [{"name": "TOP_K", "value": "10"}, {"name": "EXTRA", "value": "1"}],
+        "env": [{"name": "EXTRA", "value": "1"}],
         "service": {
             "type": "LoadBalancer",
             "port": 8080,
@@ -140,7 +152,7 @@ def test_deployment_runs_the_server_safely() -> None:
             [],
             {"TOP_K": "3", "BATCH_MAX_SIZE": "64", "BATCH_MAX_DELAY_MS": "10", "THREADS": "4"},
         ),
-        ({"maxUploadBytes": 2048}, [{"name": "TOP_K", "value": "9"}], {"TOP_K": "9"}),
+        ({"maxUploadBytes": 2048}, [], {"MAX_UPLOAD_BYTES": "2048"}),
         ({"maxQueue": 8}, [], {"MAX_QUEUE": "8"}),
         ({"maxQueue": 0}, [], {"MAX_QUEUE": "0"}),
         (
@@ -159,6 +171,21 @@ def test_server_environment(
     assert len(names) == len(set(names)), "a variable is set twice"
     values = {var["name"]: var["value"] for var in variables}
     assert expected.items() <= values.items()
+
+
+def test_every_variable_the_operator_sets_is_refused_in_env() -> None:
+    """Else a user variable would override it (PORT: the probes and Service would miss)."""
+    spec = ImageClassifierSpec.model_validate({"server": {"maxQueue": 4}})
+    assert {var["name"] for var in builders.server_env(spec)} <= OWNED_ENV.keys()
+
+
+def test_partial_resources_reach_the_container_merged() -> None:
+    spec = ImageClassifierSpec.model_validate({"resources": {"requests": {"memory": "4Gi"}}})
+    (container,) = builders.build_deployment(OWNER, spec)["spec"]["template"]["spec"]["containers"]
+    assert container["resources"] == {
+        "requests": {"cpu": "500m", "memory": "4Gi"},
+        "limits": {"memory": "4Gi"},
+    }
 
 
 def test_pod_annotations_merge_over_prometheus_defaults_and_labels_cannot_hijack() -> None:
@@ -183,7 +210,7 @@ def test_gpu_and_scheduling_fields_reach_the_pod() -> None:
     assert pod["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
-    assert "nodeAffinity" in pod["affinity"]
+    assert pod["affinity"] == SPECS["everything"]["affinity"]  # typed, yet passed on as given
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
     assert pod["containers"][0]["imagePullPolicy"] == "Always"
 

@@ -1,5 +1,6 @@
 """The checked-in YAML: CRD drift and structure, deploy/ via kustomize, examples, the Dockerfile."""
 
+import json
 import re
 import subprocess
 import sys
@@ -15,7 +16,7 @@ import yaml
 from kubeclassify_operator import builders
 from kubeclassify_operator.builders import Owner
 from kubeclassify_operator.crd import build_crd, render_crd
-from kubeclassify_operator.spec import parse_spec
+from kubeclassify_operator.spec import NAME_MAX_LENGTH, NAME_PATTERN, OWNED_ENV, parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.37.0"
@@ -90,7 +91,7 @@ def test_crd_api_surface() -> None:
     columns = [c["name"].upper() for c in version["additionalPrinterColumns"]]
     assert columns == ["MODEL", "REPLICAS", "READY", "ENDPOINT", "STATUS", "AGE"]
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
-    assert spec["model"] == {"default": "resnet50", "enum": ["resnet50"], "type": "string"}
+    assert spec["model"].items() >= {"default": "resnet50", "enum": ["resnet50"]}.items()
     assert spec["replicas"]["minimum"] == 0 and spec["replicas"]["default"] == 1
     assert spec["service"]["properties"]["type"]["enum"] == [
         "LoadBalancer",
@@ -98,6 +99,80 @@ def test_crd_api_surface() -> None:
         "NodePort",
     ]
     assert "targetCPUUtilizationPercentage" in spec["autoscaling"]["properties"]
+
+
+def properties(schema: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every field of the schema (a property at any depth), by its kubectl-explain path."""
+    for name, prop in schema.get("properties", {}).items():
+        yield f"{path}.{name}", prop
+        yield from properties(prop, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(schema.get(key), dict):
+            yield from properties(schema[key], path)
+
+
+@pytest.mark.parametrize("part", ["spec", "status"])
+def test_every_field_is_described(part: str) -> None:
+    """`kubectl explain imageclassifier.spec` shows a description, not `<no description>`."""
+    root = crd_schema()["properties"][part]
+    fields = dict(properties(root, part))
+    assert len(fields) > 20 if part == "spec" else len(fields) > 8
+    undescribed = [path for path, node in fields.items() if not node.get("description")]
+    assert not undescribed
+
+
+def test_defaults_are_in_the_descriptions() -> None:
+    """`kubectl explain` shows no `default:`, so the description says it."""
+    spec = crd_schema()["properties"]["spec"]
+    defaulted = {path: node for path, node in properties(spec, "spec") if node.get("default")}
+    assert {"spec.replicas", "spec.image", "spec.resources", "spec.server.topK"} <= set(defaulted)
+    for path, node in defaulted.items():
+        assert node["description"].endswith(f"Defaults to {json.dumps(node['default'])}."), path
+    assert spec["properties"]["replicas"]["description"].endswith("Defaults to 1.")
+
+
+def official_schema(name: str) -> dict[str, Any]:
+    """A type's schema in the Kubernetes version the manifests are checked against."""
+    folder = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    strict = folder / f"v{K8S_VERSION}-local-strict"
+    definitions = json.loads((strict / "_definitions.json").read_text())["$defs"]
+    found: dict[str, Any] = definitions[name]
+    return found
+
+
+def same_fields(ours: dict[str, Any], theirs: dict[str, Any], path: str) -> Iterator[str]:
+    """Differences in field names (and required fields) between two schemas, recursively."""
+    if "$ref" in theirs:
+        theirs = official_schema(theirs["$ref"].rsplit("/", 1)[-1])
+    if "items" in theirs:
+        yield from same_fields(ours.get("items", {}), theirs["items"], f"{path}[]")
+        return
+    mine, official = ours.get("properties", {}), theirs.get("properties", {})
+    if mine.keys() != official.keys():
+        yield f"{path}: {sorted(mine)} != {sorted(official)}"
+    if set(ours.get("required", [])) != set(theirs.get("required", [])):
+        yield f"{path}: required {ours.get('required')} != {theirs.get('required')}"
+    for name in mine.keys() & official.keys():
+        yield from same_fields(mine[name], official[name], f"{path}.{name}")
+
+
+def test_affinity_is_typed_as_kubernetes_types_it() -> None:
+    """Typed, so a misspelt key is refused rather than dropped; complete, so none is lost."""
+    affinity = crd_schema()["properties"]["spec"]["properties"]["affinity"]
+    assert "x-kubernetes-preserve-unknown-fields" not in affinity
+    assert not list(same_fields(affinity, official_schema("io.k8s.api.core.v1.Affinity"), "."))
+
+
+def test_cel_rules_reach_the_crd() -> None:
+    """The rules `kubectl apply` enforces (their behaviour is tested on a real API server)."""
+    root = crd_schema()
+    spec = root["properties"]["spec"]["properties"]
+    (name_rule,) = root["x-kubernetes-validations"]
+    assert name_rule["fieldPath"] == ".metadata.name"
+    assert f"<= {NAME_MAX_LENGTH}" in name_rule["rule"] and NAME_PATTERN in name_rule["rule"]
+    (env_rule,) = spec["env"]["items"]["x-kubernetes-validations"]
+    assert all(f'"{name}"' in env_rule["rule"] for name in OWNED_ENV)
+    assert len(spec["resources"]["x-kubernetes-validations"]) == 2
 
 
 @pytest.mark.parametrize(
@@ -109,6 +184,9 @@ def test_crd_api_surface() -> None:
         ({"service": {"type": "ExternalName"}}, False),
         ({"service": {"port": 70000}}, False),
         ({"resources": {"limits": {"memory": "lots"}}}, False),
+        ({"resources": {"requests": {"cpu": "-1"}}}, False),
+        ({"resources": {"requests": {"cpu": -1}}}, False),
+        ({"resources": {"requests": {"cpu": "1e-3", "memory": "+1Gi"}}}, True),
         ({"resources": {"limits": {"memory": "2Gi", "nvidia.com/gpu": 1}}}, True),
         ({"server": {"topK": 0}}, False),
         ({"env": [{"name": "1BAD"}]}, False),
