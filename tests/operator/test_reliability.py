@@ -138,6 +138,11 @@ def test_refused_writes_are_retried_until_converged(
     print(f"converged {elapsed:.2f}s after creation despite three {status}s")
 
     # A pass started by a child's event (which kopf never retries) must not lose the status.
+    ns.cluster.patch(  # a LoadBalancer is Ready once it has an address
+        ns.path("services", "storm", "status"),
+        {"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.7"}]}}},
+    )
+    ns.wait_condition("storm", "ServiceReady", "True", "EndpointAssigned")
     refused = Fault("patch", where + "imageclassifiers/storm/status", USER_AGENT, status, 2)
     faults.append(refused)
     ns.cluster.patch(
