@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 import requests
-from control_plane import RUN_ENV, ControlPlane, service_account_user
+from control_plane import OPERATOR_NAMESPACE, OPERATOR_SA, RUN_ENV, ControlPlane
 from kube_emulator import IC_PATH, ApiServerEmulator, Call, EmulatorThread, Fault, write_kubeconfig
 from kubeclassify_operator.kube import USER_AGENT
 from kubeclassify_operator.spec import GROUP, KIND, VERSION
@@ -33,10 +33,6 @@ from serving import free_port
 T = TypeVar("T")
 HANDLED = f"{GROUP}/last-handled-configuration"  # kopf's diff-base annotation (handlers.py)
 REPO = Path(__file__).resolve().parents[2]
-OPERATOR_NAMESPACE = "kubeclassify-system"  # deploy/namespace.yaml, serviceaccount.yaml
-OPERATOR_SA = "kubeclassify-operator"
-# The operator's identity on the real plane, as the audit log names it.
-OPERATOR_USER = service_account_user(OPERATOR_NAMESPACE, OPERATOR_SA)
 # What `kubectl apply -k deploy/` installs, minus the operator's own Deployment.
 INSTALL = [
     "crds/imageclassifier.yaml",
@@ -177,6 +173,10 @@ class Namespace:
             return cond if ok else None
 
         return self.cluster.wait(probe, timeout, f"{type_}={status}/{reason} on {name}")
+
+    def items_of(self, kind: str) -> list[dict[str, Any]]:
+        """Every object of `kind` in the namespace."""
+        return self.cluster.items(self.path(kind))
 
     def pods(self, instance: str) -> list[dict[str, Any]]:
         """The pods of the classifier `instance` (by the label its Deployment gives them)."""

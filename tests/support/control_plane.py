@@ -53,6 +53,7 @@ rules:
   - level: Metadata
 """
 Triple = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb), as RBAC sees a request
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 
 class PlaneError(RuntimeError):
@@ -292,6 +293,12 @@ class ControlPlane:
 def service_account_user(namespace: str, name: str) -> str:
     """The username the API server gives a ServiceAccount's tokens."""
     return f"system:serviceaccount:{namespace}:{name}"
+
+
+# deploy/'s ServiceAccount, which the tests' operator authenticates as, and its audit username.
+OPERATOR_NAMESPACE = "kubeclassify-system"
+OPERATOR_SA = "kubeclassify-operator"
+OPERATOR_USER = service_account_user(OPERATOR_NAMESPACE, OPERATOR_SA)
 
 
 def rbac_triple(event: dict[str, Any]) -> Triple | None:
