@@ -8,6 +8,7 @@ validators (so the operator still refuses an object stored before the rule exist
 reports `Ready=False, reason=InvalidSpec` with a message naming the field).
 """
 
+import ipaddress
 import json
 import re
 from collections.abc import Callable
@@ -116,7 +117,74 @@ FreeForm = Annotated[
 ]
 """A Kubernetes object passed through verbatim (the API server validates it in the child)."""
 
-LabelMap = dict[str, Annotated[str, Field(max_length=63)]]
+# Kubernetes' rules for label and annotation keys (an optional DNS prefix, then a name of at
+# most 63 characters) and label values. Checked here because the child that carries them is
+# created after another: refused there, it would leave the classifier half made.
+_KEY_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_DNS_PREFIX = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+_KEY_PATTERN = rf"^({_DNS_PREFIX}/)?{_KEY_NAME}$"
+_LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+_MAX_KEYS = 64
+
+
+_KEY_RULE = (
+    "is a name of at most 63 letters, digits, '-', '_' or '.' (starting and ending with a "
+    "letter or digit), optionally after a DNS prefix and '/', such as example.com/team"
+)
+_VALID_KEY = f"size(k) <= 316 && k.matches({_cel_string(_KEY_PATTERN)})"
+
+
+def _valid_keys(entries: dict[str, str]) -> dict[str, str]:
+    bad = [key for key in entries if len(key) > 316 or not re.match(_KEY_PATTERN, key)]
+    if bad:
+        raise ValueError(f"key {bad[0]!r} is invalid: a key {_KEY_RULE}")
+    return entries
+
+
+def _valid_label_values(labels: dict[str, str]) -> dict[str, str]:
+    bad = [
+        f"{k}={v}"
+        for k, v in labels.items()
+        if len(v) > 63 or not re.match(_LABEL_VALUE_PATTERN, v)
+    ]
+    if bad:
+        raise ValueError(
+            f"{', '.join(bad)}: a label value is at most 63 letters, digits, '-', "
+            "'_' or '.', starting and ending with a letter or digit"
+        )
+    return labels
+
+
+def _string_map(values: JsonDict) -> Any:
+    """A map of label or annotation keys to these values, its keys checked by CEL."""
+    return WithJsonSchema(
+        {
+            "type": "object",
+            "additionalProperties": values,
+            "maxProperties": _MAX_KEYS,
+            **_validations(
+                _cel(
+                    f"self.all(k, {_VALID_KEY})",
+                    f"a key {_KEY_RULE}",
+                    messageExpression=f"'key ' + self.filter(k, !({_VALID_KEY}))[0] + "
+                    f"{_cel_string(' is invalid: a key ' + _KEY_RULE)}",
+                )
+            ),
+        }
+    )
+
+
+AnnotationMap = Annotated[
+    dict[str, str], AfterValidator(_valid_keys), _string_map({"type": "string"})
+]
+"""Annotations, as on any Kubernetes object."""
+LabelMap = Annotated[
+    dict[str, str],
+    AfterValidator(_valid_keys),
+    AfterValidator(_valid_label_values),
+    _string_map({"type": "string", "maxLength": 63, "pattern": _LABEL_VALUE_PATTERN}),
+]
+"""Labels (or a node selector), as on any Kubernetes object."""
 
 
 class FieldError(ValueError):
@@ -339,6 +407,15 @@ class Resources(_Model):
         return self
 
 
+def _cidr(text: str) -> str:
+    """What the Service would refuse (e.g. 999.0.0.0/8), refused before any child is made."""
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a CIDR such as 10.0.0.0/8") from exc
+    return text
+
+
 class ServiceSpec(_Model):
     """The Service in front of the pods."""
 
@@ -358,10 +435,22 @@ class ServiceSpec(_Model):
     the cluster only) or NodePort."""
     port: int = Field(default=80, ge=1, le=65535)
     """The port the Service listens on; it forwards to the server's container port 5000."""
-    annotations: dict[str, str] = Field(default_factory=dict)
+    annotations: AnnotationMap = Field(default_factory=dict)
     """Annotations of the Service, e.g. a cloud provider's load-balancer settings."""
     load_balancer_source_ranges: list[
-        Annotated[str, Field(pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$")]
+        Annotated[
+            str,
+            Field(pattern=r"^[0-9a-fA-F:.]+/[0-9]{1,3}$", max_length=64),
+            AfterValidator(_cidr),
+            WithJsonSchema(
+                {
+                    "type": "string",
+                    "pattern": r"^[0-9a-fA-F:.]+/[0-9]{1,3}$",
+                    "maxLength": 64,
+                    **_validations(_cel("isCIDR(self)", "must be a CIDR such as 10.0.0.0/8")),
+                }
+            ),
+        ]
     ] = Field(default_factory=list, json_schema_extra={"maxItems": 64})
     """CIDR ranges allowed to reach a LoadBalancer (all when empty)."""
 
@@ -576,13 +665,13 @@ class ImageClassifierSpec(_Model):
     )
     """CPU, memory and other resources of each pod; a partial block is merged with the
     defaults key by key."""
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: LabelMap = Field(default_factory=dict)
     """Node labels the pods must run on."""
     tolerations: list[Toleration] = Field(default_factory=list)
     """Taints the pods tolerate."""
     affinity: Affinity | None = None
     """Node and pod affinity of the pods."""
-    pod_annotations: dict[str, str] = Field(default_factory=dict)
+    pod_annotations: AnnotationMap = Field(default_factory=dict)
     """Extra annotations of the pods; they override the Prometheus scrape annotations."""
     pod_labels: LabelMap = Field(default_factory=dict)
     """Extra labels of the pods; app.kubernetes.io/* labels are the operator's."""

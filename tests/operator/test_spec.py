@@ -71,6 +71,20 @@ def test_defaults() -> None:
             {"env": [{"name": "TOP_K", "value": "9"}]},
             "spec.env[0].name: TOP_K is set by the operator: set spec.server.topK instead",
         ),
+        # What a child would refuse, refused before any child is made (the Service is made
+        # after the Deployment: refused there, it would leave the classifier half made).
+        (
+            {"service": {"annotations": {"ok": "1", "bad key!": "x"}}},
+            "spec.service.annotations: key 'bad key!' is invalid",
+        ),
+        (
+            {"service": {"loadBalancerSourceRanges": ["999.0.0.0/8"]}},
+            "spec.service.loadBalancerSourceRanges[0]: '999.0.0.0/8' is not a CIDR",
+        ),
+        ({"podAnnotations": {"a/b/c": "x"}}, "spec.podAnnotations: key 'a/b/c' is invalid"),
+        ({"nodeSelector": {"-x": "1"}}, "spec.nodeSelector: key '-x' is invalid"),
+        ({"podLabels": {"team": "bad value!"}}, "spec.podLabels: team=bad value!: a label value"),
+        ({"podLabels": {"team": "v" * 64}}, "spec.podLabels: team=vvv"),
         # A misspelt affinity key is an error, not silently dropped.
         (
             {"affinity": {"nodeAfinity": {}}},
