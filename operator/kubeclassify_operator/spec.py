@@ -648,6 +648,17 @@ _EMPTY_DEFAULT: dict[str, Any] = {"default": {}}
 class ImageClassifierSpec(_Model):
     """The desired state of one classifier; every field has a default except autoscaling."""
 
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            _cel(
+                "!has(self.podLabels) || "
+                f"self.podLabels.all(k, !k.startsWith({_cel_string(RESERVED_LABEL_PREFIX)}))",
+                f"must not set operator-owned labels ({RESERVED_LABEL_PREFIX}*)",
+                fieldPath=".podLabels",
+            )
+        )
+    )
+
     model: Literal["resnet50"] = "resnet50"
     """The model to serve (only resnet50 for now)."""
     image: str = Field(default=DEFAULT_IMAGE, min_length=1, pattern=r"^\S+$")
