@@ -4,6 +4,7 @@ The causes are the API server's own (Kubernetes 1.36, captured with dry-run crea
 """
 
 import json
+from typing import Any
 
 import pytest
 from kubeclassify_operator.rejections import describe_rejection, spec_field
@@ -118,3 +119,14 @@ def test_an_unmapped_field_is_named_as_the_childs() -> None:
     assert describe_rejection("Deployment", "d", body).endswith(
         "Deployment field spec.strategy.rollingUpdate.maxSurge: Invalid value: 0: must be positive"
     )
+
+
+def test_a_name_the_crd_once_allowed_is_refused_before_any_child(ns: Any) -> None:
+    """A classifier stored before the CRD's name rule (the emulator, like an older CRD, takes
+    any name): the operator refuses it before making a Deployment that the Service, refused
+    later, would have left alone."""
+    ns.create_classifier("resnet.v2", {})
+    cond = ns.wait_condition("resnet.v2", "Ready", "False", "InvalidSpec")
+    assert cond["message"].startswith("metadata.name: 'resnet.v2' must be a DNS-1035 label")
+    assert ns.get("deployments", "resnet.v2") is None
+    assert ns.get("services", "resnet.v2") is None
