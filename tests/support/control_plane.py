@@ -40,6 +40,9 @@ RUN_ENV = "KUBECLASSIFY_K8S_RUN"  # a running plane's run directory (set by .ci/
 PORT_NAMES = ("APISERVER_PORT", "ETCD_CLIENT_PORT", "ETCD_PEER_PORT", "KCM_PORT", "SCHED_PORT")
 # up.sh's own list, minus the node lifecycle controller (see the module docstring).
 CONTROLLERS = "*,-service-ca-certificate-publisher-controller,-node-lifecycle-controller"
+# Beyond the defaults, as OpenShift and hardened clusters run: setting blockOwnerDeletion on a
+# child needs the right to update the owner's finalizers.
+ADMISSION_PLUGINS = ("OwnerReferencesPermissionEnforcement",)
 # Metadata for every request but the control plane's own (controllers, scheduler, apiserver).
 AUDIT_POLICY = """\
 apiVersion: audit.k8s.io/v1
@@ -144,7 +147,8 @@ class ControlPlane:
             **{name: str(port) for name, port in self.ports.items()},
             "KUBE_APISERVER_EXTRA_ARGS": (
                 f"--audit-log-path={self.audit_log} "
-                f"--audit-policy-file={self.run_dir / 'audit-policy.yaml'}"
+                f"--audit-policy-file={self.run_dir / 'audit-policy.yaml'} "
+                f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}"
             ),
             "KCM_EXTRA_ARGS": f"--controllers={CONTROLLERS}",
             "KUBECONFIG": str(self.admin_kubeconfig),
