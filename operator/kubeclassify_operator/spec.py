@@ -91,7 +91,7 @@ def _quantity(value: int | str) -> int | str:
     """Refuse what the child's API would refuse, here where the message can name the field."""
     if isinstance(value, int) and value < 0:
         raise ValueError(f"must not be negative, got {value}")
-    if isinstance(value, str) and not re.match(_QUANTITY_PATTERN, value):
+    if isinstance(value, str) and not (len(value) <= 64 and re.match(_QUANTITY_PATTERN, value)):
         raise ValueError(f"{value!r} is not a non-negative quantity such as 500m, 2Gi or 1")
     return value
 
@@ -125,17 +125,16 @@ _DNS_PREFIX = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
 _KEY_PATTERN = rf"^({_DNS_PREFIX}/)?{_KEY_NAME}$"
 _LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 _MAX_KEYS = 64
-
-
+_MAX_KEY_LENGTH = 253 + 1 + 63  # prefix, '/', name
 _KEY_RULE = (
     "is a name of at most 63 letters, digits, '-', '_' or '.' (starting and ending with a "
     "letter or digit), optionally after a DNS prefix and '/', such as example.com/team"
 )
-_VALID_KEY = f"size(k) <= 316 && k.matches({_cel_string(_KEY_PATTERN)})"
+_VALID_KEY = f"size(k) <= {_MAX_KEY_LENGTH} && k.matches({_cel_string(_KEY_PATTERN)})"
 
 
 def _valid_keys(entries: dict[str, str]) -> dict[str, str]:
-    bad = [key for key in entries if len(key) > 316 or not re.match(_KEY_PATTERN, key)]
+    bad = [k for k in entries if len(k) > _MAX_KEY_LENGTH or not re.match(_KEY_PATTERN, k)]
     if bad:
         raise ValueError(f"key {bad[0]!r} is invalid: a key {_KEY_RULE}")
     return entries
