@@ -51,6 +51,8 @@ def structural(schema: Any, defs: dict[str, Any]) -> Any:
             continue  # unknown fields are pruned, or refused by `kubectl apply`, anyway
         if key == "const":
             out["enum"] = [value]
+        elif key == "description":
+            out[key] = _prose(value)
         elif key == "properties":
             out[key] = {name: structural(prop, defs) for name, prop in value.items()}
         else:
@@ -58,6 +60,12 @@ def structural(schema: Any, defs: dict[str, Any]) -> Any:
     if out.get("default") and "description" in out:
         out["description"] = f"{out['description']} Defaults to {_compact(out['default'])}."
     return out
+
+
+def _prose(docstring: str) -> str:
+    """A docstring as `kubectl explain` should show it: the lines of a paragraph joined."""
+    paragraphs = docstring.strip().split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs)
 
 
 def _compact(value: Any) -> str:

@@ -119,6 +119,8 @@ def test_every_field_is_described(part: str) -> None:
     assert len(fields) > 20 if part == "spec" else len(fields) > 8
     undescribed = [path for path, node in fields.items() if not node.get("description")]
     assert not undescribed
+    broken = [p for p, node in fields.items() if re.search(r"[^\n]\n[^\n]", node["description"])]
+    assert not broken, "a docstring's line breaks reached the description"
 
 
 def test_defaults_are_in_the_descriptions() -> None:
