@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# tritonclient and kserve, which the tests drive against the server (requirements-clients.txt)
+CLIENTS_VENV ?= .venv-clients
 PORT ?= 5000
 
 .PHONY: serve test lint crd bench bench-operator install-server install-dev clean
@@ -16,6 +18,8 @@ install-server: $(BIN)/python
 install-dev: $(BIN)/python
 	$(BIN)/pip install --quiet \
 		-e './modelserver[cpu]' -e ./operator -r requirements-dev.txt
+	test -x $(CLIENTS_VENV)/bin/python || $(PYTHON) -m venv $(CLIENTS_VENV)
+	$(CLIENTS_VENV)/bin/pip install --quiet -r requirements-clients.txt
 
 serve: install-server
 	@echo "Starting the model server on port $(PORT); once ready, try:"

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_PORT = 5000
+DEFAULT_GRPC_PORT = 8081
 BUILTIN_MODELS = ("resnet50",)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -29,6 +30,7 @@ class Settings:
     labels_file: Path | None = None
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
+    grpc_port: int = DEFAULT_GRPC_PORT
     workers: int = 1
     threads: int = 32
     max_queue: int | None = None
@@ -42,7 +44,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         """Refuse nonsense at start-up, naming the variable, rather than fail on a request."""
-        minimums = {"batch_max_delay_ms": 0, "graceful_timeout": 0, "max_queue": 0}
+        minimums = {"batch_max_delay_ms": 0, "graceful_timeout": 0, "max_queue": 0, "grpc_port": 0}
         for option in OPTIONS:
             value, minimum = getattr(self, option.field), minimums.get(option.field, 1)
             if isinstance(value, int | float) and value < minimum:
@@ -120,6 +122,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("host", "HOST", "address to bind"),
     Option("port", "PORT", "port to bind", int),
+    Option("grpc_port", "GRPC_PORT", "port for gRPC (Open Inference Protocol); 0: no gRPC", int),
     Option("workers", "WORKERS", "gunicorn worker processes (each loads the model)", int),
     Option("threads", "THREADS", "request threads per worker", int),
     Option(

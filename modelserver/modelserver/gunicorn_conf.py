@@ -33,18 +33,26 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="model
 
 
 def post_worker_init(worker: Any) -> None:
-    """On SIGTERM, report not-ready at once; gunicorn then finishes in-flight requests."""
-    from modelserver.app import service_of
+    """Start gRPC beside HTTP; on SIGTERM report not-ready at once and stop taking gRPC
+    calls, while gunicorn finishes in-flight HTTP requests."""
+    from modelserver.app import begin_draining, start_grpc
 
-    service = service_of(worker.wsgi)
+    start_grpc(worker.wsgi)
     stop_accepting = signal.getsignal(signal.SIGTERM)
 
     def drain(signum: int, frame: FrameType | None) -> None:
-        service.begin_draining()
+        begin_draining(worker.wsgi)
         if callable(stop_accepting):
             stop_accepting(signum, frame)
 
     signal.signal(signal.SIGTERM, drain)
+
+
+def worker_exit(server: Any, worker: Any) -> None:
+    """The worker's HTTP requests are done: let its gRPC calls in flight finish too."""
+    from modelserver.app import wait_drained
+
+    wait_drained(worker.wsgi)
 
 
 def child_exit(server: Any, worker: Any) -> None:

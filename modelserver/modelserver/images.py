@@ -79,3 +79,16 @@ def _reason(error: Exception) -> str:
     if isinstance(error, OSError) and 0 < len(text) <= 120 and text.isprintable():
         return text
     return type(error).__name__
+
+
+def rgb_from_pixels(pixels: np.ndarray, size: tuple[int, int]) -> Image.Image:
+    """Decoded RGB pixels, (height, width, 3) in [0, 255] (uint8 or float), as an RGB image
+    of `size` (width, height): resized the same way as an upload when they differ."""
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or 0 in pixels.shape:
+        raise ImageError(f"pixels must be (height, width, 3), got {tuple(pixels.shape)}")
+    if pixels.dtype != np.uint8:
+        if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 255:
+            raise ImageError("pixel values must be finite and within [0, 255]")
+        pixels = np.rint(pixels).astype(np.uint8)
+    image = Image.fromarray(pixels, "RGB")
+    return image if image.size == size else image.resize(size, Image.Resampling.BILINEAR)

@@ -1,4 +1,4 @@
-"""The model's life in one worker: load and warm up in the background, classify, drain.
+"""The model's life in one worker: load and warm up in the background, infer, drain.
 
 Loading runs on a thread so that the HTTP layer answers `/healthz` (and a 503 from
 `/readyz`) while the model is still loading, as Kubernetes probes expect.
@@ -10,7 +10,7 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,13 +19,16 @@ import numpy as np
 from . import metrics
 from .batcher import DynamicBatcher
 from .config import Settings
-from .images import ImageError
+from .images import ImageError, rgb_from_pixels
 from .models import Classifier, ModelLoadError, load_classifier
+from .protocol.errors import InvalidInput, NotReady, Overloaded
 from .weights import WeightsUnavailable
 
 log = logging.getLogger(__name__)
 
 Prediction = dict[str, Any]
+# One image to classify: its encoded bytes, or its RGB pixels as a (height, width, 3) array.
+ImageInput = bytes | np.ndarray
 
 
 class State(enum.Enum):
@@ -33,14 +36,6 @@ class State(enum.Enum):
     READY = "ready"
     DRAINING = "draining"
     FAILED = "failed"
-
-
-class NotReady(RuntimeError):
-    """The model cannot take requests now (loading, draining or failed)."""
-
-
-class Overloaded(RuntimeError):
-    """The worker already holds its bound of requests: refusing now beats queueing forever."""
 
 
 class ModelService:
@@ -100,25 +95,29 @@ class ModelService:
             raise NotReady(self.failure or "the model is still loading")
         return self._loaded
 
-    def classify(self, uploads: list[bytes], top_k: int) -> list[list[Prediction]]:
-        """Top-k predictions for each upload, in order; `ImageError` names the bad one."""
+    def infer(self, images: Sequence[ImageInput]) -> np.ndarray:
+        """The probabilities, shape (len(images), len(labels)), of images that every protocol
+        sends alike through admission and the batcher; `InvalidInput` names a bad one."""
         classifier, batcher = self._model_and_batcher()
         with self._admission():
-            with batcher.expecting(len(uploads)):
-                inputs = [self._preprocess(classifier, uploads, i) for i in range(len(uploads))]
+            with batcher.expecting(len(images)):
+                inputs = [self._preprocess(classifier, images, i) for i in range(len(images))]
             probabilities = batcher.submit(inputs)
         metrics.IMAGES.inc(len(inputs))
-        return [top_predictions(p, classifier.labels, top_k) for p in probabilities]
+        return np.stack(probabilities)
 
     def _preprocess(
-        self, classifier: Classifier, uploads: list[bytes], position: int
+        self, classifier: Classifier, images: Sequence[ImageInput], position: int
     ) -> np.ndarray:
-        """One upload as a model input; a bad one is named by its place among several."""
+        """One image as a model input; a bad one is named by its place among several."""
+        image = images[position]
         try:
-            return classifier.preprocess(uploads[position], self.settings.max_image_pixels)
+            if isinstance(image, np.ndarray):
+                return classifier.to_input(rgb_from_pixels(image, classifier.input_size))
+            return classifier.preprocess(image, self.settings.max_image_pixels)
         except ImageError as error:
-            where = f"image {position + 1} of {len(uploads)}: " if len(uploads) > 1 else ""
-            raise ImageError(where + str(error)) from None
+            where = f"image {position + 1} of {len(images)}: " if len(images) > 1 else ""
+            raise InvalidInput(where + str(error)) from None
 
     def begin_draining(self) -> None:
         """Report not-ready while in-flight requests finish (SIGTERM under gunicorn)."""

@@ -37,6 +37,7 @@ class RunningServer:
     process: subprocess.Popen[bytes]
     url: str
     log: Path
+    grpc_target: str  # host:port of its gRPC server (the Open Inference Protocol)
 
     def log_tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]
@@ -70,8 +71,8 @@ def free_port() -> int:
 
 
 def start_server(log_dir: Path, *flags: str) -> RunningServer:
-    """Start `modelserver serve` on a free port; does not wait for readiness."""
-    port = free_port()
+    """Start `modelserver serve` on free ports (HTTP and gRPC); does not wait for readiness."""
+    port, grpc_port = free_port(), free_port()
     log = log_dir / f"server-{port}.log"
     process = subprocess.Popen(
         [
@@ -83,6 +84,8 @@ def start_server(log_dir: Path, *flags: str) -> RunningServer:
             "127.0.0.1",
             "--port",
             str(port),
+            "--grpc-port",
+            str(grpc_port),
             *flags,
         ],
         stdout=log.open("wb"),
@@ -90,7 +93,7 @@ def start_server(log_dir: Path, *flags: str) -> RunningServer:
         cwd=log_dir,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
-    return RunningServer(process, f"http://127.0.0.1:{port}", log)
+    return RunningServer(process, f"http://127.0.0.1:{port}", log, f"127.0.0.1:{grpc_port}")
 
 
 def wait_ready(server: RunningServer, timeout_s: float = 180) -> list[int]:
