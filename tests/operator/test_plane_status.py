@@ -3,11 +3,13 @@ scheduler, Deployment and ReplicaSet controllers; the tests play the kubelet and
 load balancer by writing Node, pod and Service status, and check that the status follows."""
 
 import datetime
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from control_plane import ControlPlane
+from kubeclassify_operator.builders import LAST_APPLIED, TEMPLATE_HASH
 
 # Fixture helpers from conftest (test modules cannot import conftest), hence Any.
 Namespace = Any
@@ -231,3 +233,37 @@ def test_kubectl_scale_under_autoscaling_is_said_to_be_ignored(
 
     scale(2)
     assert len(ignored_events()) == 2
+
+
+def test_a_deployment_without_the_template_hash_is_not_rolled_for_it(
+    plane_ns: Namespace,
+) -> None:
+    """A Deployment made by an operator that set no template hash (an upgrade) keeps its pods:
+    the hash alone is no reason to patch the pod template, which would roll every pod."""
+    ns = plane_ns
+    ns.create_classifier("hares", {"replicas": 1, "image": IMAGE})
+    made = ns.wait_for("deployments", "hares", timeout=WAIT)
+    # As the older operator left it: no hash in the template, nor in its last-applied record.
+    applied = json.loads(made["metadata"]["annotations"][LAST_APPLIED])
+    del applied["spec"]["template"]["metadata"]["annotations"][TEMPLATE_HASH]
+    ns.cluster.patch(
+        ns.path("deployments", "hares"),
+        {
+            "metadata": {"annotations": {LAST_APPLIED: json.dumps(applied, sort_keys=True)}},
+            "spec": {"template": {"metadata": {"annotations": {TEMPLATE_HASH: None}}}},
+        },
+    )
+    older = ns.get("deployments", "hares") or {}
+    # A spec change that leaves the pod template alone: the pass that makes it has compared
+    # the Deployment too.
+    ns.cluster.patch(ns.path("imageclassifiers", "hares"), {"spec": {"service": {"port": 8080}}})
+    ns.wait_for("services", "hares", lambda s: s["spec"]["ports"][0]["port"] == 8080, timeout=WAIT)
+    ns.wait_for(
+        "imageclassifiers",
+        "hares",
+        lambda ic: ic.get("status", {}).get("observedGeneration") == 2,
+        timeout=WAIT,
+    )
+    after = ns.get("deployments", "hares") or {}
+    assert after["metadata"]["generation"] == older["metadata"]["generation"]
+    assert TEMPLATE_HASH not in after["spec"]["template"]["metadata"]["annotations"]
