@@ -24,17 +24,15 @@ from pathlib import Path
 import numpy as np
 import requests
 import urllib3
-from modelserver.models import (
-    ResNet50Classifier,
-    available_cpus,
-    configure_tensorflow_threads,
-    write_seeded_resnet50_weights,
-)
+from modelserver.models.base import Runtime
+from modelserver.models.cpu import available_cpus
+from modelserver.models.keras import ResNet50Classifier, configure_tensorflow_threads
 from report import write_section
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "support"))  # the helpers shared with the tests
 
+from seeded import write_seeded_resnet50_weights as write_seeded_resnet50_weights  # noqa: E402
 from serving import free_port  # noqa: E402
 
 PHOTOS_DIR = Path(os.environ.get("KUBECLASSIFY_SHARED", REPO.parent / "shared")) / "images"
@@ -205,7 +203,7 @@ def main() -> None:
         stop(server)
 
     used_batch = max(1, round(batch_at_16))
-    classifier = ResNet50Classifier(weights)
+    classifier = ResNet50Classifier(weights, Runtime("tensorflow", "fp32", "CPU", available_cpus()))
     ceiling, _ = raw_images_per_s(classifier, used_batch, args.seconds)
     _, single_ms = raw_images_per_s(classifier, 1, args.seconds)
     print(f"raw ceiling at batch {used_batch}: {ceiling:.2f} images/s; batch 1: {single_ms:.1f} ms")

@@ -21,9 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import requests
-from modelserver.models import write_seeded_resnet50_weights
 from report import write_section
-from server_load import PHOTOS_DIR, drive, multipart, start, stop
+from server_load import (
+    PHOTOS_DIR,
+    drive,
+    multipart,
+    start,
+    stop,
+    write_seeded_resnet50_weights,
+)
 from serving import free_port  # tests/support: on sys.path once server_load is imported
 
 OVERLOAD = 2.0

@@ -15,7 +15,7 @@ import numpy as np
 from flask import Flask, jsonify, request
 from keras.applications import ResNet50, imagenet_utils
 from keras.preprocessing.image import img_to_array
-from modelserver.models import imagenet_labels
+from modelserver.models.labels import imagenet_labels
 from PIL import Image
 
 app = Flask(__name__)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from .client import PredictError, predict_files
 from .config import DEFAULT_PORT, Settings, add_flags, flags_to_env
+from .models.base import ModelLoadError
+from .models.registry import check_settings
 from .weights import WeightsUnavailable, resolve_weights
 
 
@@ -42,15 +44,17 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copyfile(resolve_weights(args.source), args.output)
         print(f"weights written to {args.output}")
         return 0
-    except (WeightsUnavailable, PredictError, ValueError, OSError) as error:
+    except (WeightsUnavailable, ModelLoadError, PredictError, ValueError, OSError) as error:
         print(f"modelserver: {error}", file=sys.stderr)
         return 2
 
 
 def _serve(args: argparse.Namespace) -> int:
-    """Settle the weights here (failing fast and clearly offline), then become gunicorn."""
+    """Settle the backend, precision and weights here (failing fast, in one line, on an
+    impossible combination or offline), then become gunicorn."""
     env = {**os.environ, **flags_to_env(args)}
     settings = Settings.from_env(env)
+    check_settings(settings)
     if settings.model_file is None:
         env["MODEL_WEIGHTS"] = str(resolve_weights(settings.weights))
     # gunicorn's own script, not `python -m`, which would put the working directory first on

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .models.formats import BACKENDS, MODEL_SUFFIXES, PRECISIONS
+
 DEFAULT_PORT = 5000
 DEFAULT_GRPC_PORT = 8081
 BUILTIN_MODELS = ("resnet50",)
@@ -28,6 +30,9 @@ class Settings:
     weights: str = "imagenet"
     model_file: Path | None = None
     labels_file: Path | None = None
+    backend: str = "auto"
+    precision: str = "auto"
+    cache_dir: Path | None = None
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
     grpc_port: int = DEFAULT_GRPC_PORT
@@ -51,6 +56,12 @@ class Settings:
                 raise ValueError(f"{option.env} must be at least {minimum}, got {value}")
         if self.model_name not in BUILTIN_MODELS:
             raise ValueError(f"MODEL_NAME must be one of {BUILTIN_MODELS}, got {self.model_name!r}")
+        for field, env, choices in (
+            ("backend", "MODEL_BACKEND", ("auto", *BACKENDS)),
+            ("precision", "MODEL_PRECISION", ("auto", *PRECISIONS)),
+        ):
+            if getattr(self, field) not in choices:
+                raise ValueError(f"{env} must be one of {choices}, got {getattr(self, field)!r}")
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"LOG_LEVEL must be one of {LOG_LEVELS}, got {self.log_level!r}")
         if self.labels_file is not None and self.model_file is None:
@@ -112,13 +123,39 @@ OPTIONS: tuple[Option, ...] = (
         str,
         "weights",
     ),
-    Option("model_file", "MODEL_FILE", "serve this .keras or .tflite classifier instead", Path),
+    Option(
+        "model_file",
+        "MODEL_FILE",
+        f"serve this {', '.join(MODEL_SUFFIXES)} classifier instead (an IR's .bin beside it)",
+        Path,
+    ),
     Option(
         "labels_file",
         "MODEL_LABELS",
         "labels for MODEL_FILE: .txt (one a line) or .json",
         Path,
         "labels",
+    ),
+    Option(
+        "backend",
+        "MODEL_BACKEND",
+        "auto, tensorflow or openvino (auto: OpenVINO where installed, else TensorFlow)",
+        str,
+        "backend",
+    ),
+    Option(
+        "precision",
+        "MODEL_PRECISION",
+        "auto, fp32, bf16 or int8 (auto: int8 for a quantized model, bf16 on OpenVINO with "
+        "a native-BF16 CPU, else fp32)",
+        str,
+        "precision",
+    ),
+    Option(
+        "cache_dir",
+        "CACHE_DIR",
+        "where OpenVINO keeps converted and compiled models, so restarts skip both",
+        Path,
     ),
     Option("host", "HOST", "address to bind"),
     Option("port", "PORT", "port to bind", int),

@@ -53,6 +53,12 @@ MODEL_LOAD_SECONDS = Gauge(
 MODEL_READY = Gauge(
     "modelserver_model_ready", "1 once the model is loaded and warm", multiprocess_mode="livemin"
 )
+MODEL_INFO = Gauge(
+    "modelserver_model_info",
+    "1 for the model served and how: backend, precision (fp32, bf16, int8) and device",
+    ["model", "backend", "precision", "device"],
+    multiprocess_mode="livemax",
+)
 
 
 def render() -> bytes:

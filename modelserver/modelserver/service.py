@@ -20,7 +20,8 @@ from . import metrics
 from .batcher import DynamicBatcher
 from .config import Settings
 from .images import ImageError, rgb_from_pixels
-from .models import Classifier, ModelLoadError, load_classifier
+from .models.base import Classifier, ModelLoadError
+from .models.registry import load_classifier
 from .protocol.errors import InvalidInput, NotReady, Overloaded
 from .weights import WeightsUnavailable
 
@@ -164,9 +165,19 @@ class ModelService:
         seconds = time.monotonic() - started
         metrics.MODEL_LOAD_SECONDS.set(seconds)
         metrics.MODEL_READY.set(1)
+        runtime = classifier.runtime
+        metrics.MODEL_INFO.labels(
+            classifier.name, runtime.backend, runtime.precision, runtime.device
+        ).set(1)
         if self.state is State.LOADING:
             self.state = State.READY
-        log.info("model %s ready in %.1f s (%s)", classifier.name, seconds, classifier.source)
+        log.info(
+            "model %s ready in %.1f s (%s): %s",
+            classifier.name,
+            seconds,
+            classifier.source,
+            ", ".join(f"{key}={value}" for key, value in vars(runtime).items()),
+        )
 
     def _fail(self, error: Exception, message: str) -> None:
         self.failure = message

@@ -14,6 +14,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .models.formats import MODEL_SUFFIXES
+
 # The file, address and md5 that keras.applications.ResNet50(weights="imagenet") uses.
 OFFICIAL_FILE_NAME = "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
 OFFICIAL_URL = (
@@ -48,7 +50,7 @@ def resolve_weights(spec: str, timeout_s: float = 60.0) -> Path:
             f"cannot download the official ResNet50 ImageNet weights from {OFFICIAL_URL} "
             f"({error}). Without internet, set MODEL_WEIGHTS to a local weights file "
             "(Keras' resnet50_weights_tf_dim_ordering_tf_kernels.h5 layout), or MODEL_FILE "
-            "(and MODEL_LABELS) to serve a .keras or .tflite classifier."
+            f"(and MODEL_LABELS) to serve a {', '.join(MODEL_SUFFIXES)} classifier."
         ) from None
     return cached
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from modelserver.models import write_seeded_resnet50_weights
+from seeded import write_seeded_resnet50_weights
 from serving import RunningServer, start_server, wait_ready
 
 

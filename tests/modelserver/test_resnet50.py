@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 import requests
-from modelserver.models import caffe_preprocess, imagenet_labels
+from modelserver.models.base import caffe_preprocess
+from modelserver.models.labels import imagenet_labels
 from serving import RunningServer
 
 PHOTOS = ("dog.jpg", "bmw.png", "parrot.jpg", "grace_hopper.bmp")

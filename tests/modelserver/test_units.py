@@ -13,7 +13,7 @@ from modelserver.batcher import DynamicBatcher
 from modelserver.cli import main as cli_main
 from modelserver.config import OPTIONS, Settings
 from modelserver.images import ImageError, load_rgb
-from modelserver.models import as_probabilities
+from modelserver.models.base import as_probabilities
 from modelserver.service import top_predictions
 from PIL import Image
 

@@ -1,0 +1,252 @@
+"""The OpenVINO backend: where OpenVINO runs. The only module that imports it.
+
+Every source becomes an OpenVINO model: ResNet50 weights and `.keras` files are converted
+from Keras (`openvino.convert_model`, with their preprocessing folded into the graph, so
+that request threads only hand over uint8 pixels), `.tflite` files go through OpenVINO's
+TFLite frontend, and an IR (`.xml` + `.bin`, such as `modelserver quantize` writes) is read
+as it is. Conversions are kept in CACHE_DIR as IRs, keyed by the source's digest, and
+OpenVINO keeps its compiled blobs there too: a restart neither imports TensorFlow nor
+compiles again. One compiled model per worker, its threads sized to the worker's cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import openvino as ov  # type: ignore[import-untyped]
+from openvino.preprocess import PrePostProcessor  # type: ignore[import-untyped]
+from PIL import Image
+
+from ..weights import resolve_weights
+from . import cpu
+from .base import (
+    CAFFE_BGR_MEANS,
+    Classifier,
+    ModelLoadError,
+    Runtime,
+    as_probabilities,
+    files_digest,
+    rgb_input_size,
+    tflite_input,
+)
+from .formats import source_files
+from .labels import imagenet_labels, labels_for
+from .registry import choose_precision
+
+if TYPE_CHECKING:
+    from ..config import Settings
+
+log = logging.getLogger(__name__)
+
+# OpenVINO's names for the float precisions; INT8 models run their float parts at the best.
+_HINTS = {"fp32": "f32", "bf16": "bf16"}
+# Ops that pass a softmax's values on unchanged in kind, between it and the model's output.
+_PASS_THROUGH = {"Convert", "FakeQuantize", "Reshape", "Squeeze", "Identity"}
+# Bump when what a conversion writes changes, so that old cached IRs are not reused.
+_CONVERSION_VERSION = "1"
+
+
+def load(settings: Settings, labels: tuple[str, ...] | None, threads: int) -> Classifier:
+    core = ov.Core()
+    cache_dir = usable_cache_dir(settings.cache_dir)
+    if cache_dir is not None:
+        core.set_property({"CACHE_DIR": str(cache_dir / "compiled")})
+    if settings.model_file is None:
+        weights = resolve_weights(settings.weights)
+        ir = converted_ir(
+            "resnet50", (weights,), cache_dir, lambda: resnet50_model(weights), caffe=True
+        )
+        return OpenVINOClassifier(
+            core, ir, "resnet50", (weights,), imagenet_labels(), threads, settings.precision
+        )
+    path = settings.model_file
+    files = source_files(path)
+    if path.suffix == ".keras":
+        ir = converted_ir(path.stem, files, cache_dir, lambda: keras_model(path), caffe=False)
+    else:
+        ir = path
+    model = read_model(core, ir, path)
+    outputs = int(model.outputs[0].get_partial_shape()[-1].get_length())
+    return OpenVINOClassifier(
+        core, ir, path.stem, files, labels_for(outputs, labels, path), threads, settings.precision
+    )
+
+
+class OpenVINOClassifier(Classifier):
+    """A model compiled for the CPU by OpenVINO at the chosen precision.
+
+    Its input is RGB pixels as the model declares them: uint8 for converted models and
+    quantized TFLite files, float pixels in [0, 255] for an IR, the TFLite conventions for
+    a TFLite file. A model built for batch 1 runs image by image."""
+
+    def __init__(
+        self,
+        core: ov.Core,
+        model_path: Path,
+        name: str,
+        files: tuple[Path, ...],
+        labels: tuple[str, ...],
+        threads: int,
+        precision: str,
+    ) -> None:
+        model = read_model(core, model_path, files[0])
+        source = model.inputs[0]
+        self._size = rgb_input_size(_dims(source.get_partial_shape()), files[0])
+        self._one_at_a_time = not source.get_partial_shape()[0].is_dynamic
+        self._input_dtype = source.get_element_type().to_dtype()
+        self._tflite = model_path.suffix == ".tflite"
+        quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
+        chosen = choose_precision(precision, "openvino", quantized)
+        hint = _HINTS.get(chosen, "bf16" if cpu.native_bf16() else "f32")
+        compiled = core.compile_model(
+            str(model_path),
+            "CPU",
+            {
+                "INFERENCE_PRECISION_HINT": hint,
+                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_NUM_THREADS": threads,
+            },
+        )
+        served = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        if served != hint:
+            raise ModelLoadError(
+                f"MODEL_PRECISION={precision}: OpenVINO compiled the model for {served}, "
+                f"not {hint}, on this CPU"
+            )
+        self._request = compiled.create_infer_request()
+        self._dequantize, self._outputs_probabilities = output_meaning(model)
+        runtime = Runtime(
+            backend="openvino",
+            precision=chosen,
+            device="CPU",
+            threads=int(compiled.get_property("INFERENCE_NUM_THREADS")),
+            quantized=quantized,
+            infer_requests=1,
+        )
+        super().__init__(name, labels, files, runtime)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self._size
+
+    def to_input(self, image: Image.Image) -> np.ndarray:
+        if self._tflite:
+            return tflite_input(image, self._input_dtype)
+        return np.asarray(image, dtype=self._input_dtype)
+
+    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
+        if self._one_at_a_time:
+            outputs = np.concatenate([self._infer(image[np.newaxis]) for image in batch])
+        else:
+            outputs = self._infer(batch)
+        return as_probabilities(outputs, already=self._outputs_probabilities)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        self._request.infer({0: batch}, share_inputs=True)
+        raw: np.ndarray = self._request.get_output_tensor(0).data.astype(np.float32)
+        low, scale = self._dequantize
+        return (raw - low) * scale if scale else raw
+
+
+def output_meaning(model: ov.Model) -> tuple[tuple[float, float], bool]:
+    """How to read the model's output: (offset, scale) to dequantize an integer output (scale
+    0 for a float output), and whether it already is a distribution (the graph ends in a
+    softmax, or a quantized output whose range lies within [0, 1])."""
+    node = model.outputs[0].get_node().input_value(0).get_node()
+    dequantize = (0.0, 0.0)
+    integer_output = model.outputs[0].get_element_type().is_integral()
+    while node.get_type_name() in _PASS_THROUGH:
+        if node.get_type_name() == "FakeQuantize" and integer_output:
+            in_low, in_high, out_low, out_high = (
+                float(node.input_value(i).get_node().get_data().flat[0]) for i in range(1, 5)
+            )
+            scale = (in_high - in_low) / (out_high - out_low)
+            dequantize = (out_low - in_low / scale, scale)
+            if in_low >= 0 and in_high <= 1 + 1e-6:
+                return dequantize, True
+        node = node.input_value(0).get_node()
+    return dequantize, node.get_type_name() == "Softmax"
+
+
+def read_model(core: ov.Core, path: Path, named: Path) -> ov.Model:
+    try:
+        return core.read_model(str(path))
+    except Exception as error:
+        raise ModelLoadError(
+            f"MODEL_FILE={named} cannot be read by OpenVINO: {str(error).splitlines()[0]}"
+        ) from None
+
+
+def usable_cache_dir(cache_dir: Path | None) -> Path | None:
+    """CACHE_DIR if it can be written; else None, said in the log (the server still runs)."""
+    if cache_dir is None:
+        return None
+    try:
+        (cache_dir / "compiled").mkdir(parents=True, exist_ok=True)
+        if os.access(cache_dir, os.W_OK):
+            return cache_dir
+    except OSError:
+        pass
+    log.warning("CACHE_DIR=%s cannot be written: converting and compiling afresh", cache_dir)
+    return None
+
+
+def converted_ir(
+    name: str,
+    files: tuple[Path, ...],
+    cache_dir: Path | None,
+    keras_model: Callable[[], Any],
+    *,
+    caffe: bool,
+) -> Path:
+    """The IR of a Keras model, from CACHE_DIR when converted before (same source digest)."""
+    directory = cache_dir or Path(tempfile.mkdtemp(prefix="modelserver-ir-"))
+    key = files_digest(files)[:16] + "-v" + _CONVERSION_VERSION
+    ir = directory / "ir" / f"{name}-{key}.xml"
+    if ir.is_file() and ir.with_suffix(".bin").is_file():
+        log.info("OpenVINO IR of %s from the cache: %s", files[0], ir)
+        return ir
+    model = convert_keras(keras_model(), caffe=caffe)
+    ir.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=ir.parent)) / ir.name
+    ov.save_model(model, str(partial), compress_to_fp16=False)
+    partial.with_suffix(".bin").replace(ir.with_suffix(".bin"))
+    partial.replace(ir)  # last: an .xml in the cache always has its .bin
+    partial.parent.rmdir()
+    return ir
+
+
+def convert_keras(model: Any, *, caffe: bool) -> ov.Model:
+    """A Keras classifier as an OpenVINO model taking uint8 RGB pixels (batch, h, w, 3);
+    `caffe` folds ResNet50's preprocessing (BGR, means subtracted) into the graph."""
+    _, height, width, _ = model.input_shape
+    converted = ov.convert_model(model, input=[(-1, int(height), int(width), 3)])
+    steps = PrePostProcessor(converted)
+    steps.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    steps.input().model().set_layout(ov.Layout("NHWC"))
+    preprocess = steps.input().preprocess().convert_element_type(ov.Type.f32)
+    if caffe:
+        preprocess.reverse_channels().mean(list(CAFFE_BGR_MEANS))
+    return steps.build()
+
+
+def resnet50_model(weights: Path) -> Any:
+    from .keras import resnet50_model as build
+
+    return build(weights)
+
+
+def keras_model(path: Path) -> Any:
+    from .keras import load_keras_model
+
+    return load_keras_model(path)
+
+
+def _dims(shape: ov.PartialShape) -> list[int | None]:
+    return [None if d.is_dynamic else d.get_length() for d in shape]
