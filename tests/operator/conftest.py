@@ -261,6 +261,8 @@ class OperatorProcess:
 
     def start(self) -> None:
         """Launch and wait until kopf serves its liveness endpoint."""
+        running = self.process is not None and self.process.poll() is None
+        assert not running, "already running: a second start would orphan the first process"
         self.liveness_url = f"http://127.0.0.1:{free_port()}/healthz"
         with self.log_path.open("ab") as log:
             process = subprocess.Popen(
@@ -406,19 +408,44 @@ def plane_operator(launch_plane_operator: OperatorLauncher) -> OperatorProcess:
     return launch_plane_operator("plane-operator-1")
 
 
+NamespaceMaker = Callable[[], Namespace]
+
+
 @pytest.fixture
-def plane_namespace(plane_cluster: Cluster) -> Iterator[Namespace]:
+def plane_namespaces(plane_cluster: Cluster) -> Iterator[NamespaceMaker]:
+    """`make()`: a fresh namespace on the real plane each call; all deleted after the test."""
+    made: list[str] = []
+
+    def make() -> Namespace:
+        name = f"t{next(_namespaces)}-{secrets.token_hex(3)}"
+        plane_cluster.create("/api/v1/namespaces", {"metadata": {"name": name}})
+        made.append(name)
+        return Namespace(plane_cluster, name)
+
+    yield make
+    for name in made:
+        plane_cluster.delete(f"/api/v1/namespaces/{name}")
+
+
+@pytest.fixture
+def plane_namespace(plane_namespaces: NamespaceMaker) -> Namespace:
     """A fresh namespace on the real plane, deleted (in the background) after the test."""
-    name = f"t{next(_namespaces)}-{secrets.token_hex(3)}"
-    plane_cluster.create("/api/v1/namespaces", {"metadata": {"name": name}})
-    yield Namespace(plane_cluster, name)
-    plane_cluster.delete(f"/api/v1/namespaces/{name}")
+    return plane_namespaces()
 
 
 @pytest.fixture
 def plane_ns(plane_namespace: Namespace, plane_operator: OperatorProcess) -> Namespace:
     """A fresh namespace on the real plane, with the shared operator running."""
     return plane_namespace
+
+
+@pytest.fixture
+def operator_paused(plane_operator: OperatorProcess) -> Iterator[OperatorProcess]:
+    """The shared operator stopped during the test (started again after it): for tests that
+    need no operator at all, or only one of their own (e.g. `--namespace` mode)."""
+    plane_operator.stop()
+    yield plane_operator
+    plane_operator.start()
 
 
 class Kubelet:
