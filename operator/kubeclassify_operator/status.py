@@ -224,18 +224,20 @@ def deployment_verdict(deployment: dict[str, Any] | None) -> Verdict:
     return Verdict("Unknown", "Pending", "the Deployment has not reported availability yet")
 
 
-def rollout_verdict(deployment: dict[str, Any]) -> Verdict | None:
+def rollout_verdict(deployment: dict[str, Any], older_pods: bool) -> Verdict | None:
     """Why the Deployment has not finished rolling out its spec, or None if it has.
 
     As `kubectl rollout status` decides: the controller must have seen the latest spec and
     replaced every pod of an older template. A Deployment no controller has reported on yet
-    (no observedGeneration) is new, not rolling out.
+    (no observedGeneration) is new, not rolling out; a generation not seen yet matters only
+    while pods of an older template run (a scale alone bumps it too, and changes no pod).
     """
     status = deployment.get("status", {})
     observed = status.get("observedGeneration")
     if observed is None:
         return None
-    if int(deployment.get("metadata", {}).get("generation", observed)) > int(observed):
+    generation = int(deployment.get("metadata", {}).get("generation", observed))
+    if older_pods and generation > int(observed):
         return Verdict("False", ROLLING_OUT, "the Deployment controller has not seen the spec yet")
     for cond in status.get("conditions", []):
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
@@ -284,12 +286,16 @@ def ready_verdict(observed: Observed) -> Verdict:
     if deployment is None:
         return Verdict("False", "DeploymentMissing", "the Deployment does not exist yet")
     pods = current_pods(deployment, observed.pods)
-    verdict = _readiness(deployment, observed.service, pods)
+    live = [pod for pod in observed.pods if not pod.get("metadata", {}).get("deletionTimestamp")]
+    verdict = _readiness(deployment, observed.service, pods, older_pods=len(live) > len(pods))
     return with_note(verdict, restart_note(pods))
 
 
 def _readiness(
-    deployment: dict[str, Any], service: dict[str, Any] | None, pods: list[dict[str, Any]]
+    deployment: dict[str, Any],
+    service: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    older_pods: bool,
 ) -> Verdict:
     problem = pod_problem(pods)
     if problem is not None:
@@ -298,7 +304,7 @@ def _readiness(
     ready = int(deployment.get("status", {}).get("readyReplicas", 0))
     if desired == 0:
         return Verdict("False", "ScaledToZero", "replicas is 0: nothing serves requests")
-    rollout = rollout_verdict(deployment)
+    rollout = rollout_verdict(deployment, older_pods)
     if rollout is not None and rollout.reason != ROLLING_OUT:
         return rollout  # stuck: says more than a count of ready replicas
     if ready < desired:

@@ -447,11 +447,15 @@ DEADLINE = {
 }
 
 
+OLD_POD = pod(state=RUNNING, ready=True, template_hash="old")
+NEW_POD = pod(state=RUNNING, ready=True, template_hash="new")
+
+
 @pytest.mark.parametrize(
     ("generation", "rollout", "reason", "in_message"),
     [
         (2, DONE, "AllReplicasReady", "2/2 replicas are ready"),
-        # The spec was just patched: the ready pods are the old spec's.
+        # The template was just patched: the ready pods are the old spec's.
         (3, DONE, "RollingOut", "has not seen the spec yet"),
         (2, NEW_POD_STARTING, "RollingOut", "1/2 pods run the current spec, 2 of an older one"),
         (2, LAST_OLD_POD_LEAVING, "RollingOut", "2/2 pods run the current spec, 1 of an older"),
@@ -463,10 +467,16 @@ DEADLINE = {
 def test_ready_follows_the_rollout_of_the_current_spec(
     generation: int, rollout: dict[str, Any], reason: str, in_message: str
 ) -> None:
-    ready = ready_of(serving(generation=generation, rollout=rollout))
+    ready = ready_of(serving(OLD_POD, generation=generation, rollout=rollout, template_hash="new"))
     assert ready["reason"] == reason
     assert ready["status"] == ("True" if reason == "AllReplicasReady" else "False")
     assert in_message in ready["message"]
+
+
+def test_a_scale_alone_is_no_rollout() -> None:
+    """Scaling bumps the Deployment's generation too, but every pod already runs the template."""
+    scaled = serving(NEW_POD, generation=3, rollout=DONE, template_hash="new")
+    assert ready_of(scaled)["reason"] == "AllReplicasReady"
 
 
 def test_too_few_ready_replicas_during_a_rollout_are_counted() -> None:
