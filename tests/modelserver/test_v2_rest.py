@@ -1,0 +1,577 @@
+"""The Open Inference Protocol (KServe V2) over REST, against the real gunicorn server and
+MobileNetV2: health and metadata, JSON and binary tensors, pixels, the classification
+extension; every bad request its exact code and `{"error": ...}`; one batcher for all."""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from threading import Barrier
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import requests
+from oip_grpc import call
+from PIL import Image
+from serving import RunningServer
+
+HEADER = "Inference-Header-Content-Length"
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def jpeg_input(*photos: bytes) -> dict[str, Any]:
+    return {
+        "name": "image",
+        "datatype": "BYTES",
+        "shape": [len(photos)],
+        "data": [b64(p) for p in photos],
+    }
+
+
+def binary_body(header: dict[str, Any], *raw: bytes) -> dict[str, Any]:
+    """requests kwargs for the binary tensor data extension."""
+    text = json.dumps(header).encode()
+    return {"data": text + b"".join(raw), "headers": {HEADER: str(len(text))}}
+
+
+def length_prefixed(*items: bytes) -> bytes:
+    return b"".join(struct.pack("<I", len(item)) + item for item in items)
+
+
+def split_binary(answer: requests.Response) -> tuple[dict[str, Any], bytes]:
+    length = int(answer.headers[HEADER])
+    header: dict[str, Any] = json.loads(answer.content[:length])
+    return header, answer.content[length:]
+
+
+@pytest.fixture(scope="module")
+def infer_url(mobilenet_server: RunningServer, mobilenet_file: Path) -> str:
+    return f"{mobilenet_server.url}/v2/models/{mobilenet_file.stem}/infer"
+
+
+@pytest.fixture(scope="module")
+def labels(mobilenet_labels: Path) -> list[str]:
+    return mobilenet_labels.read_text().splitlines()
+
+
+def test_health_and_metadata(mobilenet_server: RunningServer, mobilenet_file: Path) -> None:
+    url, name = mobilenet_server.url, mobilenet_file.stem
+    assert requests.get(f"{url}/v2", timeout=10).json() == {
+        "name": "kubeclassify-modelserver",
+        "version": "0.1.0",
+        "extensions": ["binary_tensor_data", "classification"],
+    }
+    assert requests.get(f"{url}/v2/health/live", timeout=10).json() == {"live": True}
+    assert requests.get(f"{url}/v2/health/ready", timeout=10).status_code == 200
+    for path in (f"/v2/models/{name}", f"/v2/models/{name}/versions/1"):
+        metadata = requests.get(url + path, timeout=10).json()
+        assert metadata["name"] == name and metadata["versions"] == ["1"]
+        assert metadata["inputs"][1] == {
+            "name": "pixels",
+            "datatype": "FP32",
+            "shape": [-1, 224, 224, 3],
+        }
+        assert metadata["outputs"] == [
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, 1001]}
+        ]
+        ready = requests.get(f"{url}{path}/ready", timeout=10)
+        assert (ready.status_code, ready.json()) == (200, {"name": name, "ready": True})
+
+
+def test_json_images_give_the_probabilities_in_order_with_the_id_echoed(
+    infer_url: str, images_dir: Path, labels: list[str]
+) -> None:
+    photos = [(images_dir / p).read_bytes() for p in ("dog.jpg", "soccer_ball.jpg")]
+    answer = requests.post(
+        infer_url, json={"id": "abc-1", "inputs": [jpeg_input(*photos)]}, timeout=60
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["id"] == "abc-1" and body["model_version"] == "1"
+    [output] = body["outputs"]
+    assert (output["name"], output["datatype"], output["shape"]) == (
+        "probabilities",
+        "FP32",
+        [2, 1001],
+    )
+    probabilities = np.array(output["data"]).reshape(2, 1001)
+    assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-3)
+    assert [labels[i] for i in probabilities.argmax(axis=1)] == ["beagle", "soccer ball"]
+
+
+def test_binary_in_and_out_with_the_classification_extension(
+    infer_url: str, images_dir: Path
+) -> None:
+    dog = (images_dir / "dog.jpg").read_bytes()
+    raw = length_prefixed(dog)
+    header = {
+        "inputs": [
+            {
+                "name": "image",
+                "datatype": "BYTES",
+                "shape": [1],
+                "parameters": {"binary_data_size": len(raw)},
+            }
+        ],
+        "outputs": [
+            {"name": "probabilities", "parameters": {"binary_data": True}},
+            {"name": "probabilities", "parameters": {"classification": 2, "binary_data": False}},
+        ],
+    }
+    answer = requests.post(infer_url, timeout=60, **binary_body(header, raw))
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Content-Type"] == "application/octet-stream"
+    body, data = split_binary(answer)
+    probabilities, classes = body["outputs"]
+    assert (
+        probabilities["parameters"]
+        == {"binary_data_size": 1001 * 4}
+        == {"binary_data_size": len(data)}
+    )
+    assert int(np.frombuffer(data, "<f4").argmax()) == 163
+    assert (classes["datatype"], classes["shape"]) == ("BYTES", [1, 2])
+    score, index, label = classes["data"][0].split(":")
+    assert (index, label) == ("163", "beagle") and float(score) > 0.5
+
+
+def test_pixels_of_any_size_are_resized(infer_url: str, images_dir: Path) -> None:
+    """UINT8 pixels in JSON at 160 x 120, and FP32 raw at 300 x 200: both the dog."""
+    photo = Image.open(images_dir / "dog.jpg").convert("RGB")
+    small = np.asarray(photo.resize((160, 120)), dtype=np.uint8)[None]
+    as_json = {
+        "name": "pixels",
+        "datatype": "UINT8",
+        "shape": list(small.shape),
+        "data": small.ravel().tolist(),
+    }
+    wanted = {"outputs": [{"name": "probabilities", "parameters": {"classification": 1}}]}
+    answer = requests.post(infer_url, json={"inputs": [as_json], **wanted}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["outputs"][0]["data"][0].endswith(":beagle")
+
+    larger = np.asarray(photo.resize((300, 200)), dtype=np.float32)[None]
+    header = {
+        "inputs": [
+            {
+                "name": "pixels",
+                "datatype": "FP32",
+                "shape": list(larger.shape),
+                "parameters": {"binary_data_size": larger.nbytes},
+            }
+        ],
+        "parameters": {"binary_data_output": True},
+    }
+    answer = requests.post(infer_url, timeout=60, **binary_body(header, larger.tobytes()))
+    assert answer.status_code == 200, answer.text
+    _, data = split_binary(answer)
+    assert int(np.frombuffer(data, "<f4").argmax()) == 163
+
+
+def bad(body: Any) -> dict[str, Any]:
+    return {"data": body} if isinstance(body, bytes) else {"json": body}
+
+
+PIXEL = {"name": "pixels", "datatype": "UINT8", "shape": [1, 2, 2, 3]}
+CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
+    ("not json", "POST", "infer", bad(b"{nope"), 400, "not valid UTF-8 JSON"),
+    ("not an object", "POST", "infer", bad([1, 2]), 400, "inference request"),
+    ("no inputs", "POST", "infer", bad({"inputs": []}), 400, '"inputs"'),
+    ("input without name", "POST", "infer", bad({"inputs": [{"datatype": "BYTES"}]}), 400, "name"),
+    (
+        "wrong datatype",
+        "POST",
+        "infer",
+        bad({"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [1]}]}),
+        400,
+        "datatype 'INT32' is not taken",
+    ),
+    (
+        "shape disagrees with data",
+        "POST",
+        "infer",
+        bad({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [2], "data": [b64(b"a")]}]}),
+        400,
+        "holds 2 elements, the data has 1",
+    ),
+    (
+        "negative shape",
+        "POST",
+        "infer",
+        bad({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [-1], "data": []}]}),
+        400,
+        "shape",
+    ),
+    (
+        "bytes not [N]",
+        "POST",
+        "infer",
+        bad({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1, 1], "data": [b64(b"a")]}]}),
+        400,
+        "shape [N]",
+    ),
+    (
+        "no images",
+        "POST",
+        "infer",
+        bad({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [0], "data": []}]}),
+        400,
+        "no image",
+    ),
+    (
+        "not base64",
+        "POST",
+        "infer",
+        bad({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": ["%%%"]}]}),
+        400,
+        "base64",
+    ),
+    (
+        "bytes as numbers",
+        "POST",
+        "infer",
+        bad({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": [7]}]}),
+        400,
+        "base64",
+    ),
+    (
+        "undecodable image",
+        "POST",
+        "infer",
+        bad(
+            {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": [b64(b"hello")]}]}
+        ),
+        400,
+        "not an image",
+    ),
+    (
+        "pixels not rgb",
+        "POST",
+        "infer",
+        bad({"inputs": [{**PIXEL, "shape": [1, 2, 3, 2], "data": [0] * 12}]}),
+        400,
+        "[N, H, W, 3]",
+    ),
+    (
+        "uint8 over 255",
+        "POST",
+        "infer",
+        bad({"inputs": [{**PIXEL, "data": [300] * 12}]}),
+        400,
+        "[0, 255]",
+    ),
+    (
+        "pixels as text",
+        "POST",
+        "infer",
+        bad({"inputs": [{**PIXEL, "data": ["a"] * 12}]}),
+        400,
+        "numbers",
+    ),
+    (
+        "fp32 not finite",
+        "POST",
+        "infer",
+        bad(
+            b'{"inputs": [{"name": "p", "datatype": "FP32", "shape": [1, 1, 1, 3], '
+            b'"data": [NaN, 1, 2]}]}'
+        ),
+        400,
+        "finite",
+    ),
+    (
+        "two inputs",
+        "POST",
+        "infer",
+        bad({"inputs": [jpeg_input(b"a"), jpeg_input(b"b")]}),
+        400,
+        "one input",
+    ),
+    (
+        "unknown output",
+        "POST",
+        "infer",
+        bad({"inputs": [jpeg_input(b"a")], "outputs": [{"name": "logits"}]}),
+        400,
+        "no output 'logits'",
+    ),
+    (
+        "classification too big",
+        "POST",
+        "infer",
+        bad(
+            {
+                "inputs": [jpeg_input(b"a")],
+                "outputs": [{"name": "probabilities", "parameters": {"classification": 5000}}],
+            }
+        ),
+        400,
+        "classification",
+    ),
+    (
+        "classification not a number",
+        "POST",
+        "infer",
+        bad(
+            {
+                "inputs": [jpeg_input(b"a")],
+                "outputs": [{"name": "probabilities", "parameters": {"classification": "3"}}],
+            }
+        ),
+        400,
+        "classification",
+    ),
+    ("id not a string", "POST", "infer", bad({"id": 5, "inputs": [jpeg_input(b"a")]}), 400, "id"),
+    (
+        "header length past body",
+        "POST",
+        "infer",
+        {"data": b"{}", "headers": {HEADER: "99"}},
+        400,
+        HEADER,
+    ),
+    (
+        "header length not a number",
+        "POST",
+        "infer",
+        {"data": b"{}", "headers": {HEADER: "-1"}},
+        400,
+        HEADER,
+    ),
+    (
+        "binary size past body",
+        "POST",
+        "infer",
+        binary_body(
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "datatype": "BYTES",
+                        "shape": [1],
+                        "parameters": {"binary_data_size": 10},
+                    }
+                ]
+            },
+            b"abc",
+        ),
+        400,
+        "runs past the body",
+    ),
+    (
+        "binary left over",
+        "POST",
+        "infer",
+        binary_body(
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "datatype": "BYTES",
+                        "shape": [1],
+                        "parameters": {"binary_data_size": 5},
+                    }
+                ]
+            },
+            length_prefixed(b"a"),
+            b"junk",
+        ),
+        400,
+        "belong to no input",
+    ),
+    (
+        "raw bytes cut in a prefix",
+        "POST",
+        "infer",
+        binary_body(
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "datatype": "BYTES",
+                        "shape": [1],
+                        "parameters": {"binary_data_size": 2},
+                    }
+                ]
+            },
+            b"\x05\x00",
+        ),
+        400,
+        "length prefix",
+    ),
+    (
+        "raw bytes element too long",
+        "POST",
+        "infer",
+        binary_body(
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "datatype": "BYTES",
+                        "shape": [1],
+                        "parameters": {"binary_data_size": 6},
+                    }
+                ]
+            },
+            b"\xff\x00\x00\x00ab",
+        ),
+        400,
+        "runs past the data",
+    ),
+    (
+        "raw fp32 not whole",
+        "POST",
+        "infer",
+        binary_body(
+            {
+                "inputs": [
+                    {
+                        "name": "x",
+                        "datatype": "FP32",
+                        "shape": [1],
+                        "parameters": {"binary_data_size": 3},
+                    }
+                ]
+            },
+            b"abc",
+        ),
+        400,
+        "not whole FP32s",
+    ),
+    ("unknown model", "POST", "/v2/models/vgg16/infer", bad({"inputs": []}), 404, "vgg16"),
+    (
+        "unknown version",
+        "POST",
+        "/v2/models/{model}/versions/2/infer",
+        bad({"inputs": []}),
+        404,
+        "no version '2'",
+    ),
+    ("unknown model metadata", "GET", "/v2/models/vgg16", {}, 404, "vgg16"),
+    ("unknown model ready", "GET", "/v2/models/vgg16/ready", {}, 404, "vgg16"),
+    ("wrong method", "GET", "infer", {}, 405, "Method Not Allowed"),
+    ("unknown v2 path", "GET", "/v2/repository/index", {}, 404, "Not Found"),
+    ("body over the limit", "POST", "infer", {"data": b"{" * (3 * 1024 * 1024)}, 413, "limit"),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kwargs", "status", "words"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_a_bad_v2_request_gets_its_code_and_error(
+    mobilenet_server: RunningServer,
+    mobilenet_file: Path,
+    method: str,
+    path: str,
+    kwargs: dict[str, Any],
+    status: int,
+    words: str,
+) -> None:
+    if path == "infer":
+        path = "/v2/models/{model}/infer"
+    url = mobilenet_server.url + path.format(model=mobilenet_file.stem)
+    answer = requests.request(method, url, timeout=60, **kwargs)
+    assert answer.status_code == status, answer.text
+    body = answer.json()
+    assert list(body) == ["error"] and words in body["error"], body
+    assert "Traceback" not in body["error"]
+
+
+def test_the_worker_survives_every_bad_v2_request(
+    mobilenet_server: RunningServer, infer_url: str, images_dir: Path
+) -> None:
+    """Runs after the table above: the same worker answers, and nothing was a 500."""
+    dog = (images_dir / "dog.jpg").read_bytes()
+    assert (
+        requests.post(infer_url, json={"inputs": [jpeg_input(dog)]}, timeout=60).status_code == 200
+    )
+    assert mobilenet_server.worker_boots() == 1
+    metrics = requests.get(mobilenet_server.url + "/metrics", timeout=10).text
+    assert 'code="500"' not in metrics
+    assert 'code="400",endpoint="/v2/models/<name>/infer",method="POST"' in metrics
+
+
+def test_a_burst_of_every_protocol_forms_common_batches(
+    resnet_server: RunningServer, images_dir: Path
+) -> None:
+    """While one image holds the model (ResNet50: a tenth of a second or more on a CPU), one
+    image each by /predict, V1, V2 JSON, V2 binary and gRPC arrives: the next forward pass
+    takes all five."""
+    server = resnet_server
+    dog = (images_dir / "dog.jpg").read_bytes()
+    channel = grpc.insecure_channel(server.grpc_target)
+    call(channel, "ServerReady")  # connected before the burst
+    raw = length_prefixed(dog)
+    binary = binary_body(
+        {
+            "inputs": [
+                {
+                    "name": "image",
+                    "datatype": "BYTES",
+                    "shape": [1],
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            ]
+        },
+        raw,
+    )
+    v2 = f"{server.url}/v2/models/resnet50/infer"
+    senders = [
+        lambda: (
+            requests.post(server.url + "/predict", files={"image": dog}, timeout=120).status_code
+        ),
+        lambda: (
+            requests.post(
+                server.url + "/v1/models/resnet50:predict",
+                json={"instances": [{"b64": b64(dog)}]},
+                timeout=120,
+            ).status_code
+        ),
+        lambda: requests.post(v2, json={"inputs": [jpeg_input(dog)]}, timeout=120).status_code,
+        lambda: requests.post(v2, timeout=120, **binary).status_code,
+        lambda: (
+            200
+            if call(
+                channel,
+                "ModelInfer",
+                model_name="resnet50",
+                inputs=[{"name": "image", "datatype": "BYTES", "shape": [1]}],
+                raw_input_contents=[raw],
+            ).outputs
+            else 0
+        ),
+    ]
+    start = Barrier(len(senders))
+
+    def send(sender: Any) -> int:
+        start.wait()
+        status: int = sender()
+        return status
+
+    before = server.metric("modelserver_batch_size_count")
+    images_before = server.metric("modelserver_batch_size_sum")
+    with ThreadPoolExecutor(len(senders) + 1) as pool:
+        hold = pool.submit(
+            requests.post, server.url + "/predict", files={"image": dog}, timeout=120
+        )
+        deadline = time.monotonic() + 60
+        while server.metric("modelserver_batch_size_count") == before:
+            assert time.monotonic() < deadline, "the holding request never reached the model"
+            time.sleep(0.01)
+        statuses = list(pool.map(send, senders))
+        assert hold.result().status_code == 200
+    channel.close()
+    assert statuses == [200] * len(senders)
+    assert server.metric("modelserver_batch_size_count") == before + 2  # the hold, then all five
+    assert server.metric("modelserver_batch_size_sum") == images_before + 6
