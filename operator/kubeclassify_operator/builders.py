@@ -6,7 +6,7 @@ unit-tested table-driven and validated against the official Kubernetes schemas.
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from kubernetes.utils import parse_quantity
@@ -90,13 +90,46 @@ def _metadata(owner: Owner) -> dict[str, Any]:
     }
 
 
-def server_env(spec: ImageClassifierSpec) -> list[dict[str, Any]]:
-    """The model server's configuration variables, then the user's (the spec refuses a user
-    variable that would override one of these: see `spec.OWNED_ENV`)."""
+@dataclass(frozen=True)
+class PodPart:
+    """What one feature adds to the pod template: the pod is the sum of its parts.
+
+    A feature (the server's settings, its scratch space, where the model comes from, ...) is
+    one pure function from the spec to a part, instead of edits threaded through the
+    container, the pod spec and the template."""
+
+    env: tuple[dict[str, Any], ...] = ()
+    ports: tuple[dict[str, Any], ...] = ()
+    mounts: tuple[dict[str, Any], ...] = ()
+    volumes: tuple[dict[str, Any], ...] = ()
+    init_containers: tuple[dict[str, Any], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+
+    def __add__(self, other: "PodPart") -> "PodPart":
+        return PodPart(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(PodPart)))
+
+
+def _env(values: dict[str, object]) -> tuple[dict[str, Any], ...]:
+    return tuple({"name": key, "value": str(value)} for key, value in values.items())
+
+
+def _http_part(spec: ImageClassifierSpec) -> PodPart:
+    """The HTTP port that the probes, the Service and Prometheus use."""
+    return PodPart(
+        env=_env({"PORT": CONTAINER_PORT}),
+        ports=({"name": PORT_NAME, "containerPort": CONTAINER_PORT, "protocol": "TCP"},),
+    )
+
+
+def _model_part(spec: ImageClassifierSpec) -> PodPart:
+    """The model to serve."""
+    return PodPart(env=_env({"MODEL_NAME": spec.model}))
+
+
+def _settings_part(spec: ImageClassifierSpec) -> PodPart:
+    """spec.server as the server's variables."""
     server = spec.server
-    fixed = {
-        "MODEL_NAME": spec.model,
-        "PORT": CONTAINER_PORT,
+    fixed: dict[str, object] = {
         "TOP_K": server.top_k,
         "BATCH_MAX_SIZE": server.max_batch_size,
         "BATCH_MAX_DELAY_MS": server.max_batch_delay_ms,
@@ -106,9 +139,35 @@ def server_env(spec: ImageClassifierSpec) -> list[dict[str, Any]]:
     }
     if server.max_queue is not None:
         fixed["MAX_QUEUE"] = server.max_queue
-    env: list[dict[str, Any]] = [{"name": key, "value": str(value)} for key, value in fixed.items()]
-    env += [var.model_dump(by_alias=True, exclude_none=True) for var in spec.env]
-    return env
+    return PodPart(env=_env(fixed))
+
+
+def _scratch_part(spec: ImageClassifierSpec) -> PodPart:
+    """A writable /tmp: the root filesystem is read-only."""
+    return PodPart(
+        mounts=({"name": "tmp", "mountPath": "/tmp"},),
+        volumes=({"name": "tmp", "emptyDir": {}},),
+    )
+
+
+def _user_env_part(spec: ImageClassifierSpec) -> PodPart:
+    """The user's variables, last (the spec refuses one that would override the operator's:
+    see `spec.OWNED_ENV`)."""
+    return PodPart(env=tuple(var.model_dump(by_alias=True, exclude_none=True) for var in spec.env))
+
+
+# The pod's features, in the order their variables, ports and volumes appear.
+POD_PARTS = (_model_part, _http_part, _settings_part, _scratch_part, _user_env_part)
+
+
+def pod_parts(spec: ImageClassifierSpec) -> PodPart:
+    """Every feature's part of the pod, added up."""
+    return sum((part(spec) for part in POD_PARTS), PodPart())
+
+
+def server_env(spec: ImageClassifierSpec) -> list[dict[str, Any]]:
+    """The model server's environment: the operator's variables, then the user's."""
+    return list(pod_parts(spec).env)
 
 
 def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
@@ -120,47 +179,51 @@ def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def _container(spec: ImageClassifierSpec) -> dict[str, Any]:
+def _probes() -> dict[str, Any]:
     return {
-        "name": CONTAINER_NAME,
-        "image": spec.image,
-        "imagePullPolicy": spec.image_pull_policy,
-        "ports": [{"name": PORT_NAME, "containerPort": CONTAINER_PORT, "protocol": "TCP"}],
-        "env": server_env(spec),
-        # The API server returns quantities as strings; send them as strings too.
-        "resources": {
-            kind: {name: str(value) for name, value in amounts.items()}
-            for kind, amounts in spec.resources.model_dump(by_alias=True).items()
-        },
         "startupProbe": _probe(
             "/healthz", period=STARTUP_PERIOD_SECONDS, failures=STARTUP_FAILURE_THRESHOLD
         ),
         "readinessProbe": _probe("/readyz", period=5, failures=2),
         "livenessProbe": _probe("/healthz", period=10, failures=3),
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": SERVER_USER_ID,
-            "runAsGroup": SERVER_USER_ID,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
     }
 
 
-def _pod_spec(spec: ImageClassifierSpec) -> dict[str, Any]:
-    pod: dict[str, Any] = {
-        "containers": [_container(spec)],
-        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "fsGroup": SERVER_USER_ID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
-        "automountServiceAccountToken": False,
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
+def _resources(spec: ImageClassifierSpec) -> dict[str, Any]:
+    # The API server returns quantities as strings; send them as strings too.
+    return {
+        kind: {name: str(value) for name, value in amounts.items()}
+        for kind, amounts in spec.resources.model_dump(by_alias=True).items()
     }
+
+
+CONTAINER_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": SERVER_USER_ID,
+    "runAsGroup": SERVER_USER_ID,
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+def _container(spec: ImageClassifierSpec, parts: PodPart) -> dict[str, Any]:
+    return {
+        "name": CONTAINER_NAME,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "ports": list(parts.ports),
+        "env": list(parts.env),
+        "resources": _resources(spec),
+        **_probes(),
+        "securityContext": CONTAINER_SECURITY,
+        "volumeMounts": list(parts.mounts),
+    }
+
+
+def _scheduling(spec: ImageClassifierSpec) -> dict[str, Any]:
+    """Where the pods may run, and how their image is pulled."""
+    pod: dict[str, Any] = {}
     if spec.image_pull_secrets:
         pod["imagePullSecrets"] = [ref.model_dump() for ref in spec.image_pull_secrets]
     if spec.node_selector:
@@ -173,6 +236,25 @@ def _pod_spec(spec: ImageClassifierSpec) -> dict[str, Any]:
     if affinity:
         pod["affinity"] = affinity
     return pod
+
+
+def _pod_spec(spec: ImageClassifierSpec, parts: PodPart) -> dict[str, Any]:
+    pod: dict[str, Any] = {}
+    if parts.init_containers:
+        pod["initContainers"] = list(parts.init_containers)
+    return {
+        **pod,
+        "containers": [_container(spec, parts)],
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "fsGroup": SERVER_USER_ID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "automountServiceAccountToken": False,
+        "volumes": list(parts.volumes),
+        **_scheduling(spec),
+    }
 
 
 def build_deployment(
@@ -190,12 +272,17 @@ def build_deployment(
     else:
         replicas = spec.autoscaling.min_replicas
     labels = common_labels(owner.name)
+    parts = pod_parts(spec)
     template = {
         "metadata": {
             "labels": {**spec.pod_labels, **labels},
-            "annotations": {**DEFAULT_POD_ANNOTATIONS, **spec.pod_annotations},
+            "annotations": {
+                **DEFAULT_POD_ANNOTATIONS,
+                **spec.pod_annotations,
+                **dict(parts.annotations),
+            },
         },
-        "spec": _pod_spec(spec),
+        "spec": _pod_spec(spec, parts),
     }
     return {
         "apiVersion": "apps/v1",
