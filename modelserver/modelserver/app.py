@@ -2,7 +2,7 @@
 together.
 
 gunicorn serves `gunicorn_app()` (HTTP, every REST protocol); its hooks in `gunicorn_conf`
-call `start_grpc` once the worker is up and `begin_draining` / `wait_drained` on SIGTERM.
+call `start_grpc` once the worker is up and `begin_draining` on SIGTERM.
 `create_app` alone (tests, `flask run`) serves HTTP only.
 """
 
@@ -70,17 +70,11 @@ def start_grpc(app: Flask) -> None:
 
 
 def begin_draining(app: Flask) -> None:
-    """SIGTERM: report not-ready, refuse new gRPC calls and let those in flight finish
-    (gunicorn does the same for HTTP)."""
+    """SIGTERM: report not-ready and refuse new gRPC calls. Those in flight run on in the gRPC
+    server's executor, whose threads Python joins before the worker exits, as gunicorn
+    finishes the HTTP requests in flight; GRACEFUL_TIMEOUT bounds both."""
     plane = plane_of(app)
     plane.service.begin_draining()
     server: grpc.Server | None = app.extensions.get("modelserver.grpc")
     if server is not None:
-        app.extensions["modelserver.grpc_stopped"] = server.stop(plane.settings.graceful_timeout)
-
-
-def wait_drained(app: Flask) -> None:
-    """Before the worker exits: wait for the gRPC calls still in flight."""
-    stopped = app.extensions.get("modelserver.grpc_stopped")
-    if stopped is not None:
-        stopped.wait(plane_of(app).settings.graceful_timeout)
+        server.stop(plane.settings.graceful_timeout)

@@ -48,13 +48,6 @@ def post_worker_init(worker: Any) -> None:
     signal.signal(signal.SIGTERM, drain)
 
 
-def worker_exit(server: Any, worker: Any) -> None:
-    """The worker's HTTP requests are done: let its gRPC calls in flight finish too."""
-    from modelserver.app import wait_drained
-
-    wait_drained(worker.wsgi)
-
-
 def child_exit(server: Any, worker: Any) -> None:
     """Drop a dead worker's live gauges from the summed metrics."""
     from prometheus_client import multiprocess

@@ -1,0 +1,314 @@
+"""The Open Inference Protocol over gRPC on the real server: typed contents as well as raw,
+every bad call its exact status code, and, with WORKERS=2, a gRPC server in each worker on
+the one port, which SIGTERM drains with HTTP. (The real clients: test_v2_clients.py.)"""
+
+from __future__ import annotations
+
+import signal
+import struct
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import requests
+from modelserver.protocol.grpc.messages import message_class
+from oip_grpc import call, status_of
+from PIL import Image
+from serving import RunningServer, start_server, wait_ready
+
+Code = grpc.StatusCode
+
+
+def raw_bytes(*items: bytes) -> bytes:
+    return b"".join(struct.pack("<I", len(item)) + item for item in items)
+
+
+def images(count: int) -> dict[str, Any]:
+    return {"name": "image", "datatype": "BYTES", "shape": [count]}
+
+
+def int64(value: int) -> Any:
+    return message_class("InferParameter")(int64_param=value)
+
+
+@pytest.fixture(scope="module")
+def channel(mobilenet_server: RunningServer) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(mobilenet_server.grpc_target) as opened:
+        yield opened
+
+
+def test_typed_contents_in_typed_contents_out(
+    channel: grpc.Channel, mobilenet_file: Path, images_dir: Path
+) -> None:
+    model = mobilenet_file.stem
+    assert call(channel, "ServerLive").live and call(channel, "ServerReady").ready
+    assert call(channel, "ModelReady", name=model, version="1").ready
+    dog = (images_dir / "dog.jpg").read_bytes()
+    answer = call(
+        channel,
+        "ModelInfer",
+        model_name=model,
+        id="g-1",
+        inputs=[{**images(1), "contents": {"bytes_contents": [dog]}}],
+    )
+    [output] = answer.outputs
+    assert (answer.id, answer.model_version, list(output.shape)) == ("g-1", "1", [1, 1001])
+    assert not answer.raw_output_contents  # answered in the form asked in
+    assert int(np.argmax(output.contents.fp32_contents)) == 163
+
+    pixels = np.asarray(Image.open(images_dir / "dog.jpg").convert("RGB").resize((200, 150)))
+    answer = call(
+        channel,
+        "ModelInfer",
+        model_name=model,
+        inputs=[
+            {
+                "name": "pixels",
+                "datatype": "UINT8",
+                "shape": [1, 150, 200, 3],
+                "contents": {"uint_contents": pixels.ravel().tolist()},
+            }
+        ],
+        outputs=[{"name": "probabilities", "parameters": {"classification": int64(2)}}],
+    )
+    [output] = answer.outputs
+    assert (output.datatype, list(output.shape)) == ("BYTES", [1, 2])
+    assert output.contents.bytes_contents[0].endswith(b":163:beagle")
+
+
+CASES: list[tuple[str, str, dict[str, Any], Code, str]] = [
+    ("unknown model", "ModelInfer", {"model_name": "vgg16"}, Code.NOT_FOUND, "vgg16"),
+    ("unknown version", "ModelInfer", {"model_version": "7"}, Code.NOT_FOUND, "no version '7'"),
+    ("unknown model ready", "ModelReady", {"name": "vgg16"}, Code.NOT_FOUND, "vgg16"),
+    ("unknown model metadata", "ModelMetadata", {"name": "vgg16"}, Code.NOT_FOUND, "vgg16"),
+    ("no inputs", "ModelInfer", {}, Code.INVALID_ARGUMENT, "one input tensor"),
+    (
+        "wrong datatype",
+        "ModelInfer",
+        {
+            "inputs": [{"name": "x", "datatype": "INT64", "shape": [1]}],
+            "raw_input_contents": [b"12345678"],
+        },
+        Code.INVALID_ARGUMENT,
+        "datatype 'INT64'",
+    ),
+    (
+        "raw for some inputs only",
+        "ModelInfer",
+        {"inputs": [images(1), images(1)], "raw_input_contents": [raw_bytes(b"a")]},
+        Code.INVALID_ARGUMENT,
+        "1 raw_input_contents for 2 inputs",
+    ),
+    (
+        "shape disagrees with data",
+        "ModelInfer",
+        {"inputs": [{**images(2), "contents": {"bytes_contents": [b"a"]}}]},
+        Code.INVALID_ARGUMENT,
+        "holds 2 elements, the data has 1",
+    ),
+    (
+        "negative shape",
+        "ModelInfer",
+        {"inputs": [{**images(1), "shape": [-3]}], "raw_input_contents": [b""]},
+        Code.INVALID_ARGUMENT,
+        "shape",
+    ),
+    (
+        "raw without length prefixes",
+        "ModelInfer",
+        {"inputs": [images(1)], "raw_input_contents": [b"\xff\xd8\xff\xe0 a JPEG?"]},
+        Code.INVALID_ARGUMENT,
+        "runs past the data",
+    ),
+    (
+        "undecodable image",
+        "ModelInfer",
+        {"inputs": [images(1)], "raw_input_contents": [raw_bytes(b"hello")]},
+        Code.INVALID_ARGUMENT,
+        "not an image",
+    ),
+    (
+        "uint8 over 255",
+        "ModelInfer",
+        {
+            "inputs": [
+                {
+                    "name": "p",
+                    "datatype": "UINT8",
+                    "shape": [1, 1, 1, 3],
+                    "contents": {"uint_contents": [1, 2, 300]},
+                }
+            ]
+        },
+        Code.INVALID_ARGUMENT,
+        "[0, 255]",
+    ),
+    (
+        "unknown output",
+        "ModelInfer",
+        {
+            "inputs": [images(1)],
+            "raw_input_contents": [raw_bytes(b"x")],
+            "outputs": [{"name": "logits"}],
+        },
+        Code.INVALID_ARGUMENT,
+        "no output 'logits'",
+    ),
+    (
+        "classification as text",
+        "ModelInfer",
+        {
+            "inputs": [images(1)],
+            "raw_input_contents": [raw_bytes(b"x")],
+            "outputs": [
+                {
+                    "name": "probabilities",
+                    "parameters": {
+                        "classification": message_class("InferParameter")(string_param="3")
+                    },
+                }
+            ],
+        },
+        Code.INVALID_ARGUMENT,
+        "int64",
+    ),
+    (
+        "message over the limit",
+        "ModelInfer",
+        {"inputs": [images(1)], "raw_input_contents": [raw_bytes(b"\xff" * (3 * 1024 * 1024))]},
+        Code.RESOURCE_EXHAUSTED,
+        "larger than max",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "fields", "code", "words"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_a_bad_call_gets_its_status_code(
+    channel: grpc.Channel,
+    mobilenet_file: Path,
+    method: str,
+    fields: dict[str, Any],
+    code: Code,
+    words: str,
+) -> None:
+    if method == "ModelInfer":
+        fields = {"model_name": mobilenet_file.stem, **fields}
+    found, message = status_of(channel, method, **fields)
+    assert found == code, message
+    assert words in message and "Traceback" not in message
+
+
+def test_the_worker_survives_every_bad_call(
+    mobilenet_server: RunningServer, channel: grpc.Channel
+) -> None:
+    """Runs after the table above: the worker lives, nothing was INTERNAL, all is counted."""
+    assert call(channel, "ServerReady").ready
+    assert mobilenet_server.worker_boots() == 1
+    text = requests.get(mobilenet_server.url + "/metrics", timeout=10).text
+    assert 'code="INTERNAL"' not in text
+    endpoint = 'endpoint="/inference.GRPCInferenceService/ModelInfer",method="grpc"'
+    assert f'code="INVALID_ARGUMENT",{endpoint}' in text
+    assert f'code="NOT_FOUND",{endpoint}' in text
+
+
+def listening_inodes(port: int) -> set[str]:
+    """The socket inodes listening on `port` (any address), from /proc/net/tcp and tcp6."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(fields[9])
+    return found
+
+
+def sockets_of(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            found.add(target[len("socket:[") : -1])
+    return found
+
+
+@pytest.fixture(scope="module")
+def two_workers(
+    server_logs: Path, mobilenet_file: Path, mobilenet_labels: Path
+) -> Iterator[RunningServer]:
+    server = start_server(
+        server_logs,
+        "--model-file", str(mobilenet_file),
+        "--labels", str(mobilenet_labels),
+        "--workers", "2",
+        "--threads", "8",
+        "--graceful-timeout", "60",
+    )  # fmt: skip
+    wait_ready(server)
+    yield server
+    server.stop()
+
+
+def test_every_worker_serves_grpc_on_the_one_port(
+    two_workers: RunningServer, mobilenet_file: Path, images_dir: Path
+) -> None:
+    port = int(two_workers.grpc_target.rsplit(":", 1)[1])
+    children = Path(f"/proc/{two_workers.process.pid}/task/{two_workers.process.pid}/children")
+    workers = [int(pid) for pid in children.read_text().split()]
+    deadline = time.monotonic() + 120  # the second worker may still be loading its model
+    while not all(listening_inodes(port) & sockets_of(pid) for pid in workers):
+        assert time.monotonic() < deadline, two_workers.log_tail()
+        time.sleep(0.2)
+    assert len(workers) == 2 and len(listening_inodes(port)) == 2
+
+    dog = raw_bytes((images_dir / "dog.jpg").read_bytes())
+
+    def classify_on_a_new_connection(_: int) -> int:
+        with grpc.insecure_channel(two_workers.grpc_target) as fresh:
+            answer = call(fresh, "ModelInfer", model_name=mobilenet_file.stem,
+                          inputs=[images(1)], raw_input_contents=[dog])  # fmt: skip
+            return int(np.frombuffer(answer.raw_output_contents[0], "<f4").argmax())
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(classify_on_a_new_connection, range(16))) == [163] * 16
+
+
+def test_sigterm_lets_a_grpc_call_in_flight_finish(
+    two_workers: RunningServer, mobilenet_file: Path, images_dir: Path
+) -> None:
+    """Runs last on its server. A call of 96 images (a second or more of work) is in the
+    model when SIGTERM comes: it still gets all its answers, new calls are refused, and the
+    server exits cleanly."""
+    dog = (images_dir / "dog.jpg").read_bytes()
+    batches = two_workers.metric("modelserver_batch_size_count")
+    channel = grpc.insecure_channel(two_workers.grpc_target)
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(
+            call, channel, "ModelInfer", 120, model_name=mobilenet_file.stem,
+            inputs=[images(96)], raw_input_contents=[raw_bytes(*[dog] * 96)],
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while two_workers.metric("modelserver_batch_size_count") == batches:
+            assert time.monotonic() < deadline, "the call never reached the model"
+            time.sleep(0.01)
+        two_workers.process.send_signal(signal.SIGTERM)
+        answer = in_flight.result()
+    assert list(answer.outputs[0].shape) == [96, 1001]
+    assert (
+        np.frombuffer(answer.raw_output_contents[0], "<f4").reshape(96, 1001).argmax(1) == 163
+    ).all()
+    with grpc.insecure_channel(two_workers.grpc_target) as late:
+        assert status_of(late, "ServerLive")[0] == Code.UNAVAILABLE
+    assert two_workers.process.wait(timeout=120) == 0, two_workers.log_tail()
+    channel.close()
