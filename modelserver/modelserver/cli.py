@@ -1,4 +1,4 @@
-"""`modelserver serve | predict | fetch-weights`: the command line."""
+"""`modelserver serve | predict | fetch | fetch-weights`: the command line."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .client import PredictError, predict_files
 from .config import DEFAULT_PORT, Settings, add_flags, flags_to_env
+from .fetch import command as fetch_command
 from .models.base import ModelLoadError
 from .models.registry import check_settings
 from .weights import WeightsUnavailable, resolve_weights
@@ -29,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--top-k", type=int, default=None)
     predict.add_argument("--json", action="store_true", help="print the server's JSON")
 
+    fetch_command.add_parser(commands)
+
     fetch = commands.add_parser("fetch-weights", help="put ResNet50 weights at a path")
     fetch.add_argument("--output", type=Path, required=True)
     fetch.add_argument(
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
             return _serve(args)
         if args.command == "predict":
             return _predict(args.images, args.url, args.top_k, args.json)
+        if args.command == "fetch":
+            return fetch_command.run(args)
         shutil.copyfile(resolve_weights(args.source), args.output)
         print(f"weights written to {args.output}")
         return 0

@@ -6,14 +6,13 @@ message when offline) before gunicorn starts, and so a Docker build can bake the
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .fetch import file_digest, partial_file
 from .models.formats import MODEL_SUFFIXES
 
 # The file, address and md5 that keras.applications.ResNet50(weights="imagenet") uses.
@@ -57,19 +56,9 @@ def resolve_weights(spec: str, timeout_s: float = 60.0) -> Path:
 
 def download(url: str, destination: Path, md5: str, timeout_s: float) -> None:
     """Fetch `url` to `destination` atomically, refusing a file whose md5 differs."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=destination.parent, delete=False) as partial:
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:
-                shutil.copyfileobj(response, partial)
-            partial.close()
-            if file_digest(Path(partial.name), "md5") != md5:
-                raise ValueError(f"the download's md5 is not {md5}")
-            Path(partial.name).replace(destination)
-        finally:
-            Path(partial.name).unlink(missing_ok=True)
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    with path.open("rb") as stream:
-        return hashlib.file_digest(stream, algorithm).hexdigest()
+    with partial_file(destination) as partial:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            shutil.copyfileobj(response, partial)
+        partial.flush()
+        if file_digest(Path(partial.name), "md5") != md5:
+            raise ValueError(f"the download's md5 is not {md5}")
