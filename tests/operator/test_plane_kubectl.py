@@ -97,3 +97,43 @@ def test_unknown_fields_are_pruned_with_a_warning(plane_ns: Namespace, plane: Co
         "apply", "--validate=strict", "-f", "-", stdin=json.dumps(manifest), check=False
     )
     assert strict.returncode != 0 and 'unknown field "spec.colour"' in strict.stderr
+
+
+def test_an_hpa_can_target_the_classifier_through_its_scale_subresource(
+    plane_ns: Namespace,
+) -> None:
+    """A user's own HPA on the ImageClassifier (not the Deployment): the real HPA controller
+    reads the scale subresource (replicas and the selector from the status) and, below its
+    minimum, scales the classifier, which the operator passes on to the Deployment."""
+    ns = plane_ns
+    ns.create_classifier("target", {"replicas": 1})
+    ns.wait_for(
+        "imageclassifiers", "target", lambda ic: "selector" in ic.get("status", {}), timeout=WAIT
+    )
+    hpa = {
+        "metadata": {"name": "on-the-classifier"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "name": "target"},
+            "minReplicas": 3,
+            "maxReplicas": 5,
+        },
+    }
+    ns.cluster.create(ns.path("horizontalpodautoscalers"), hpa)
+    ns.wait_for(
+        "imageclassifiers", "target", lambda ic: ic["spec"]["replicas"] == 3, "HPA scaled", WAIT
+    )
+    ns.wait_for("deployments", "target", lambda d: d["spec"]["replicas"] == 3, "3 replicas", WAIT)
+    # The HPA reads back what the operator reports through the scale subresource.
+    ns.wait_for(
+        "horizontalpodautoscalers",
+        "on-the-classifier",
+        lambda h: (
+            h.get("status", {}).get("currentReplicas") == 3
+            and any(
+                c["type"] == "AbleToScale" and c["status"] == "True"
+                for c in h["status"].get("conditions", [])
+            )
+        ),
+        "the HPA seeing 3 replicas and able to scale",
+        WAIT,
+    )
