@@ -19,6 +19,8 @@ COMPONENT = "modelserver"
 CONTAINER_NAME = "modelserver"
 CONTAINER_PORT = 5000
 PORT_NAME = "http"
+GRPC_PORT = 8081
+GRPC_PORT_NAME = "grpc"
 LAST_APPLIED = f"{GROUP}/last-applied"
 # Names the pod template a pod was made from, so the status can ignore an older template's pods.
 TEMPLATE_HASH = f"{GROUP}/template-hash"
@@ -126,6 +128,24 @@ def _model_part(spec: ImageClassifierSpec) -> PodPart:
     return PodPart(env=_env({"MODEL_NAME": spec.model}))
 
 
+def _grpc_part(spec: ImageClassifierSpec) -> PodPart:
+    """The Open Inference Protocol's gRPC port, or none (GRPC_PORT=0 turns it off)."""
+    if not spec.server.grpc:
+        return PodPart(env=_env({"GRPC_PORT": 0}))
+    return PodPart(
+        env=_env({"GRPC_PORT": GRPC_PORT}),
+        ports=({"name": GRPC_PORT_NAME, "containerPort": GRPC_PORT, "protocol": "TCP"},),
+    )
+
+
+def _runtime_part(spec: ImageClassifierSpec) -> PodPart:
+    """The backend and precision; the server sizes its threads from the CPU limit itself."""
+    runtime = spec.runtime
+    return PodPart(
+        env=_env({"MODEL_BACKEND": runtime.backend, "MODEL_PRECISION": runtime.precision})
+    )
+
+
 def _settings_part(spec: ImageClassifierSpec) -> PodPart:
     """spec.server as the server's variables."""
     server = spec.server
@@ -157,7 +177,15 @@ def _user_env_part(spec: ImageClassifierSpec) -> PodPart:
 
 
 # The pod's features, in the order their variables, ports and volumes appear.
-POD_PARTS = (_model_part, _http_part, _settings_part, _scratch_part, _user_env_part)
+POD_PARTS = (
+    _model_part,
+    _http_part,
+    _settings_part,
+    _runtime_part,
+    _grpc_part,
+    _scratch_part,
+    _user_env_part,
+)
 
 
 def pod_parts(spec: ImageClassifierSpec) -> PodPart:
@@ -329,7 +357,8 @@ def keep_template_hash(desired: dict[str, Any], current: dict[str, Any] | None) 
 
 
 def build_service(owner: Owner, spec: ImageClassifierSpec) -> dict[str, Any]:
-    """The Service in front of the pods: `port` -> the container's named `http` port."""
+    """The Service in front of the pods: `port` -> the container's named `http` port, and
+    `grpcPort` -> its `grpc` port (HTTP/2 without TLS, which `appProtocol` tells gateways)."""
     metadata = _metadata(owner)
     if spec.service.annotations:
         metadata["annotations"] = dict(spec.service.annotations)
@@ -345,6 +374,16 @@ def build_service(owner: Owner, spec: ImageClassifierSpec) -> dict[str, Any]:
             }
         ],
     }
+    if spec.server.grpc:
+        service_spec["ports"].append(
+            {
+                "name": GRPC_PORT_NAME,
+                "port": spec.service.grpc_port,
+                "targetPort": GRPC_PORT_NAME,
+                "protocol": "TCP",
+                "appProtocol": "kubernetes.io/h2c",
+            }
+        )
     if spec.service.load_balancer_source_ranges:
         service_spec["loadBalancerSourceRanges"] = list(spec.service.load_balancer_source_ranges)
     return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": service_spec}

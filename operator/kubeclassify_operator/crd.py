@@ -151,7 +151,11 @@ def build_crd() -> dict[str, Any]:
                         },
                     },
                     "additionalPrinterColumns": [
-                        {"name": "Model", "type": "string", "jsonPath": ".spec.model"},
+                        {
+                            "name": "Model",
+                            "type": "string",
+                            "jsonPath": ".status.model.summary",
+                        },
                         {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
                         {"name": "Ready", "type": "string", "jsonPath": ".status.ready"},
                         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},

@@ -63,6 +63,9 @@ OWNED_ENV = {
     "WORKERS": "set spec.server.workers instead",
     "THREADS": "set spec.server.threads instead",
     "MAX_QUEUE": "set spec.server.maxQueue instead",
+    "MODEL_BACKEND": "set spec.runtime.backend instead",
+    "MODEL_PRECISION": "set spec.runtime.precision instead",
+    "GRPC_PORT": "set spec.server.grpc instead (the Service's grpc port targets it)",
 }
 
 
@@ -434,6 +437,9 @@ class ServiceSpec(_Model):
     the cluster only) or NodePort."""
     port: int = Field(default=80, ge=1, le=65535)
     """The port the Service listens on; it forwards to the server's container port 5000."""
+    grpc_port: int = Field(default=8081, ge=1, le=65535)
+    """The Service's gRPC port (named grpc, appProtocol kubernetes.io/h2c); it forwards to
+    the server's container port 8081. Unused while spec.server.grpc is false."""
     annotations: AnnotationMap = Field(default_factory=dict)
     """Annotations of the Service, e.g. a cloud provider's load-balancer settings."""
     load_balancer_source_ranges: list[
@@ -491,6 +497,9 @@ class ServerSettings(_Model):
     max_queue: int | None = Field(default=None, ge=0, le=1023)
     """Requests a worker works on before answering 503; below threads, or 0 for no bound.
     Unset: the server's default, 3/4 of threads (MAX_QUEUE)."""
+    grpc: bool = True
+    """Serve the Open Inference Protocol over gRPC on container port 8081 and the Service's
+    grpc port; false: no gRPC (GRPC_PORT=0) and no grpc ports."""
 
     @model_validator(mode="after")
     def _queue_below_threads(self) -> "ServerSettings":
@@ -500,6 +509,22 @@ class ServerSettings(_Model):
                 "maxQueue", f"{self.max_queue} must be below threads ({self.threads}), or 0"
             )
         return self
+
+
+class Runtime(_Model):
+    """How the server runs the model (MODEL_BACKEND, MODEL_PRECISION).
+
+    The threads the backend uses follow the container's CPU limit (the cgroup quota), or all
+    the node's cores without one; resources.requests.cpu stays what the scheduler reserves."""
+
+    backend: Literal["auto", "tensorflow", "openvino"] = "auto"
+    """The inference runtime: auto (OpenVINO where the image has it, else TensorFlow),
+    tensorflow (also the one for NVIDIA GPUs) or openvino (MODEL_BACKEND)."""
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    """The arithmetic: auto (int8 for a quantized model, bf16 with OpenVINO on a CPU with
+    native BF16, else fp32), fp32, bf16 (needs a CPU with native BF16) or int8 (needs a
+    quantized model) (MODEL_PRECISION). An impossible choice stops the server with a
+    one-line error."""
 
 
 # Scheduling: Kubernetes' own Affinity types, typed so that a misspelt key is an error (a
@@ -654,7 +679,13 @@ class ImageClassifierSpec(_Model):
                 f"self.podLabels.all(k, !k.startsWith({_cel_string(RESERVED_LABEL_PREFIX)}))",
                 f"must not set operator-owned labels ({RESERVED_LABEL_PREFIX}*)",
                 fieldPath=".podLabels",
-            )
+            ),
+            _cel(
+                "!has(self.server) || !has(self.service) || !self.server.grpc || "
+                "self.service.port != self.service.grpcPort",
+                "must differ from service.grpcPort while server.grpc is on",
+                fieldPath=".service.port",
+            ),
         )
     )
 
@@ -692,6 +723,8 @@ class ImageClassifierSpec(_Model):
     """The Service in front of the pods."""
     server: ServerSettings = Field(default_factory=ServerSettings, json_schema_extra=_EMPTY_DEFAULT)
     """Model-server tuning, passed as the server's environment variables."""
+    runtime: Runtime = Field(default_factory=Runtime, json_schema_extra=_EMPTY_DEFAULT)
+    """The inference backend and precision."""
 
     @field_validator("pod_labels")
     @classmethod
@@ -700,6 +733,15 @@ class ImageClassifierSpec(_Model):
         if reserved:
             raise ValueError(f"must not set operator-owned labels: {', '.join(reserved)}")
         return labels
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> "ImageClassifierSpec":
+        if self.server.grpc and self.service.port == self.service.grpc_port:
+            raise FieldError(
+                "service.port",
+                f"{self.service.port} must differ from service.grpcPort while server.grpc is on",
+            )
+        return self
 
     @model_validator(mode="after")
     def _autoscaling_needs_cpu(self) -> "ImageClassifierSpec":

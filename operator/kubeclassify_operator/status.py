@@ -9,7 +9,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from kubeclassify_operator.builders import CONTAINER_NAME, TEMPLATE_HASH, selector_string
+from kubeclassify_operator.builders import (
+    CONTAINER_NAME,
+    GRPC_PORT_NAME,
+    TEMPLATE_HASH,
+    selector_string,
+)
 from kubeclassify_operator.spec import ImageClassifierSpec
 
 READY = "Ready"
@@ -48,6 +53,22 @@ class Condition(_Model):
     """The spec generation this condition was computed from."""
 
 
+class ModelStatus(_Model):
+    """The model the pods serve, and how."""
+
+    source: str
+    """The built-in model's name, or spec.modelSource.storageUri (without credentials or
+    query)."""
+    backend: str
+    """The backend spec.runtime asks for; with auto the server picks per node (GET
+    /v1/models/<name> on a pod says which)."""
+    precision: str
+    """The precision spec.runtime asks for; with auto the server picks per node (GET
+    /v1/models/<name> on a pod says which)."""
+    summary: str
+    """The source and the precision, as kubectl get shows them in the MODEL column."""
+
+
 class ImageClassifierStatus(_Model):
     """What the operator observed; `ready` is the `ready/desired` text for `kubectl get`."""
 
@@ -65,6 +86,11 @@ class ImageClassifierStatus(_Model):
     """host:port of the Service, once it has an address."""
     url: str | None = None
     """The prediction URL (http://endpoint/predict), once the Service has an address."""
+    grpc_endpoint: str | None = None
+    """host:port of the Service's gRPC port (Open Inference Protocol), once the Service has an
+    address; absent while spec.server.grpc is false."""
+    model: ModelStatus | None = None
+    """The model the pods serve."""
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
@@ -255,13 +281,19 @@ def rollout_verdict(deployment: dict[str, Any], older_pods: bool) -> Verdict | N
     return None
 
 
-def endpoint_of(service: dict[str, Any] | None) -> str | None:
-    """Where clients reach the classifier: the LB address, else the in-cluster DNS name."""
+def endpoint_of(service: dict[str, Any] | None, port_name: str | None = None) -> str | None:
+    """Where clients reach the classifier: the LB address, else the in-cluster DNS name, with
+    the Service port named `port_name` (by default the first; None if there is no such port)."""
     if service is None:
         return None
     meta = service["metadata"]
     spec = service.get("spec", {})
-    port = spec.get("ports", [{}])[0].get("port", 80)
+    ports = [
+        p for p in spec.get("ports") or [{}] if port_name is None or p.get("name") == port_name
+    ]
+    if not ports:
+        return None
+    port = ports[0].get("port", 80)
     if spec.get("type") == "LoadBalancer":
         for ingress in service.get("status", {}).get("loadBalancer", {}).get("ingress", []):
             host = ingress.get("ip") or ingress.get("hostname")
@@ -412,12 +444,25 @@ def compute_status(
         selector=selector_string(name),
         endpoint=endpoint,
         url=f"http://{endpoint}/predict" if endpoint else None,
+        grpc_endpoint=endpoint_of(mine.service, GRPC_PORT_NAME) if spec.server.grpc else None,
+        model=model_status(spec),
     )
     result = status.model_dump(by_alias=True, exclude_none=True, exclude={"conditions"})
     result["conditions"] = merge_conditions(
         previous.get("conditions", []), verdicts, generation=generation, now=now
     )
     return result
+
+
+def model_status(spec: ImageClassifierSpec) -> ModelStatus:
+    """What the pods serve, from the spec: the operator does not call the server."""
+    runtime = spec.runtime
+    return ModelStatus(
+        source=spec.model,
+        backend=runtime.backend,
+        precision=runtime.precision,
+        summary=f"{spec.model} ({runtime.precision})",
+    )
 
 
 def invalid_status(

@@ -58,6 +58,8 @@ SPECS: dict[str, dict[str, Any]] = {
     },
     "autoscaled": {"autoscaling": {"minReplicas": 2, "maxReplicas": 8}},
     "clusterip": {"service": {"type": "ClusterIP"}},
+    "runtime": {"runtime": {"backend": "openvino", "precision": "bf16"}},
+    "no-grpc": {"server": {"grpc": False}, "service": {"port": 8081}},
 }
 
 
@@ -105,7 +107,10 @@ def test_deployment_runs_the_server_safely() -> None:
     assert deployment["spec"]["selector"]["matchLabels"] == builders.selector_labels("cats")
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert container["image"] == "ghcr.io/kubeclassify/modelserver:0.1.0"
-    assert container["ports"] == [{"name": "http", "containerPort": 5000, "protocol": "TCP"}]
+    assert container["ports"] == [
+        {"name": "http", "containerPort": 5000, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+    ]
     assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120  # slow model loads
@@ -145,6 +150,9 @@ def test_deployment_runs_the_server_safely() -> None:
                 "MAX_UPLOAD_BYTES": "10485760",
                 "WORKERS": "1",
                 "THREADS": "32",
+                "MODEL_BACKEND": "auto",
+                "MODEL_PRECISION": "auto",
+                "GRPC_PORT": "8081",
             },
         ),
         (
@@ -166,11 +174,62 @@ def test_server_environment(
     server: dict[str, Any], env: list[dict[str, str]], expected: dict[str, str]
 ) -> None:
     spec = ImageClassifierSpec.model_validate({"server": server, "env": env})
+    assert_environment(spec, expected)
+
+
+def assert_environment(spec: ImageClassifierSpec, expected: dict[str, str]) -> None:
     variables = builders.server_env(spec)
     names = [var["name"] for var in variables]
     assert len(names) == len(set(names)), "a variable is set twice"
     values = {var["name"]: var["value"] for var in variables}
     assert expected.items() <= values.items()
+
+
+@pytest.mark.parametrize(
+    ("runtime", "expected"),
+    [
+        ({"backend": "openvino", "precision": "int8"}, ("openvino", "int8")),
+        ({"backend": "tensorflow"}, ("tensorflow", "auto")),
+        ({"precision": "bf16"}, ("auto", "bf16")),
+    ],
+)
+def test_runtime_becomes_the_servers_backend_and_precision(
+    runtime: dict[str, str], expected: tuple[str, str]
+) -> None:
+    spec = ImageClassifierSpec.model_validate({"runtime": runtime})
+    assert_environment(spec, {"MODEL_BACKEND": expected[0], "MODEL_PRECISION": expected[1]})
+
+
+def test_a_cpu_limit_reaches_the_container_as_set_and_the_request_stays() -> None:
+    """The server sizes its threads from the cgroup quota, which the CPU limit sets."""
+    spec = ImageClassifierSpec.model_validate({"resources": {"limits": {"cpu": "4"}}})
+    (container,) = builders.build_deployment(OWNER, spec)["spec"]["template"]["spec"]["containers"]
+    assert container["resources"]["limits"]["cpu"] == "4"
+    assert container["resources"]["requests"]["cpu"] == "500m"
+
+
+def test_grpc_is_a_named_port_of_the_pod_and_the_service() -> None:
+    spec = ImageClassifierSpec.model_validate({"service": {"grpcPort": 9000}})
+    (container,) = builders.build_deployment(OWNER, spec)["spec"]["template"]["spec"]["containers"]
+    assert {"name": "grpc", "containerPort": 8081, "protocol": "TCP"} in container["ports"]
+    assert_environment(spec, {"GRPC_PORT": "8081"})
+    ports = builders.build_service(OWNER, spec)["spec"]["ports"]
+    assert ports[1] == {
+        "name": "grpc",
+        "port": 9000,
+        "targetPort": "grpc",
+        "protocol": "TCP",
+        "appProtocol": "kubernetes.io/h2c",
+    }
+
+
+def test_grpc_off_means_no_grpc_port_anywhere() -> None:
+    spec = ImageClassifierSpec.model_validate({"server": {"grpc": False}})
+    (container,) = builders.build_deployment(OWNER, spec)["spec"]["template"]["spec"]["containers"]
+    assert [port["name"] for port in container["ports"]] == ["http"]
+    assert_environment(spec, {"GRPC_PORT": "0"})
+    ports = builders.build_service(OWNER, spec)["spec"]["ports"]
+    assert [port["name"] for port in ports] == ["http"]
 
 
 def test_every_variable_the_operator_sets_is_refused_in_env() -> None:
@@ -249,9 +308,12 @@ def test_service(service: dict[str, Any], type_: str, port: int, extra: dict[str
     built = builders.build_service(OWNER, spec)["spec"]
     assert built["type"] == type_
     assert built["selector"] == builders.selector_labels("cats")
-    assert built["ports"] == [
-        {"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}
-    ]
+    assert built["ports"][0] == {
+        "name": "http",
+        "port": port,
+        "targetPort": "http",
+        "protocol": "TCP",
+    }
     assert extra.items() <= built.items()
 
 

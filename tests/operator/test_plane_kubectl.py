@@ -28,11 +28,20 @@ def test_kubectl_get_prints_the_columns_with_their_values(
 
     header, row = plane.kubectl("get", "ic", "cols", "-n", ns.name).stdout.splitlines()
     assert header.split() == ["NAME", "MODEL", "REPLICAS", "READY", "ENDPOINT", "STATUS", "AGE"]
-    assert row.split()[:6] == ["cols", "resnet50", "2", "2/2", "203.0.113.9:80", "AllReplicasReady"]
+    # MODEL: the source and the precision asked for (spec.runtime; auto: the server picks).
+    assert row.split()[:7] == [
+        "cols",
+        "resnet50",
+        "(auto)",
+        "2",
+        "2/2",
+        "203.0.113.9:80",
+        "AllReplicasReady",
+    ]
     # The short name `ic`, the singular and the full name all name the same thing.
     for name in ("imageclassifier", "imageclassifiers.kubeclassify.io"):
         same = plane.kubectl("get", name, "cols", "-n", ns.name).stdout.splitlines()[1]
-        assert same.split()[:6] == row.split()[:6]
+        assert same.split()[:7] == row.split()[:7]
 
 
 def test_kubectl_scale_goes_through_the_scale_subresource_to_the_pods(

@@ -71,6 +71,20 @@ def test_defaults() -> None:
             {"env": [{"name": "TOP_K", "value": "9"}]},
             "spec.env[0].name: TOP_K is set by the operator: set spec.server.topK instead",
         ),
+        (
+            {"env": [{"name": "MODEL_PRECISION", "value": "int8"}]},
+            "spec.env[0].name: MODEL_PRECISION is set by the operator: set spec.runtime.precision",
+        ),
+        (
+            {"env": [{"name": "GRPC_PORT", "value": "0"}]},
+            "spec.env[0].name: GRPC_PORT is set by the operator: set spec.server.grpc instead",
+        ),
+        ({"runtime": {"precision": "fp16"}}, "spec.runtime.precision: Input should be 'auto'"),
+        ({"runtime": {"backend": "onnx"}}, "spec.runtime.backend: Input should be 'auto'"),
+        (
+            {"service": {"port": 8081}},
+            "spec.service.port: 8081 must differ from service.grpcPort while server.grpc is on",
+        ),
         # What a child would refuse, refused before any child is made (the Service is made
         # after the Deployment: refused there, it would leave the classifier half made).
         (

@@ -66,7 +66,10 @@ def service(
     return {
         "kind": "Service",
         "metadata": {"name": "cats", "namespace": "ml", "ownerReferences": owned_by(owner)},
-        "spec": {"type": type_, "ports": [{"port": 80}]},
+        "spec": {
+            "type": type_,
+            "ports": [{"name": "http", "port": 80}, {"name": "grpc", "port": 8081}],
+        },
         "status": {"loadBalancer": {"ingress": ingress or []}},
     }
 
@@ -189,6 +192,30 @@ def test_ready_only_when_every_desired_replica_is(
 )
 def test_endpoint(svc: dict[str, Any] | None, endpoint: str | None) -> None:
     assert endpoint_of(svc) == endpoint
+    grpc = endpoint and endpoint.replace(":80", ":8081")
+    assert endpoint_of(svc, "grpc") == grpc
+    assert endpoint_of(svc, "nope") is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "grpc", "model"),
+    [
+        ({}, "203.0.113.7:8081", "resnet50 (auto)"),
+        ({"server": {"grpc": False}}, None, "resnet50 (auto)"),
+        ({"runtime": {"backend": "openvino", "precision": "int8"}}, "203.0.113.7:8081", None),
+    ],
+)
+def test_status_names_the_grpc_endpoint_and_the_precision(
+    raw: dict[str, Any], grpc: str | None, model: str | None
+) -> None:
+    spec = ImageClassifierSpec.model_validate(raw)
+    observed = Observed(deployment(1, 1, "True"), service(ingress=[{"ip": "203.0.113.7"}]))
+    status = compute_status(
+        name="cats", uid=UID, spec=spec, observed=observed, previous={}, generation=1, now=T0
+    )
+    assert status.get("grpcEndpoint") == grpc
+    assert status["model"]["summary"] == (model or "resnet50 (int8)")
+    assert status["model"]["backend"] == spec.runtime.backend
 
 
 def test_compute_status_reports_everything() -> None:
@@ -206,6 +233,13 @@ def test_compute_status_reports_everything() -> None:
         "selector": "app.kubernetes.io/instance=cats,app.kubernetes.io/name=kubeclassify",
         "endpoint": "203.0.113.7:80",
         "url": "http://203.0.113.7:80/predict",
+        "grpcEndpoint": "203.0.113.7:8081",
+        "model": {
+            "source": "resnet50",
+            "backend": "auto",
+            "precision": "auto",
+            "summary": "resnet50 (auto)",
+        },
     }
     assert conditions["Ready"] == {
         "type": "Ready",
