@@ -1,4 +1,4 @@
-"""`modelserver serve | predict | fetch | fetch-weights`: the command line."""
+"""`modelserver serve | predict | fetch | fetch-weights | quantize`: the command line."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .config import DEFAULT_PORT, Settings, add_flags, flags_to_env
 from .fetch import command as fetch_command
 from .models.base import ModelLoadError
 from .models.registry import check_settings
-from .weights import WeightsUnavailable, resolve_weights
+from .weights import WeightsUnavailable, int8_ir_beside, resolve_weights
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +38,27 @@ def main(argv: list[str] | None = None) -> int:
         "--source", default="imagenet", help="'imagenet' (official download) or a local file"
     )
 
+    quantize = commands.add_parser(
+        "quantize", help="write an INT8 OpenVINO IR by post-training quantization (NNCF)"
+    )
+    quantize.add_argument("--calibration", type=Path, required=True, help="folder of images")
+    quantize.add_argument(
+        "--held-out",
+        type=Path,
+        required=True,
+        help="folder of other images, on which INT8 must give FP32's top-1",
+    )
+    quantize.add_argument(
+        "--threshold", type=float, default=0.99, help="least top-1 agreement (default 0.99)"
+    )
+    quantize.add_argument(
+        "--output", type=Path, help="the IR's .xml (default: <model>.int8.xml beside the model)"
+    )
+    quantize.add_argument("--weights", default="imagenet", help="ResNet50 weights, as for serve")
+    quantize.add_argument("--model-file", type=Path, help="quantize this model file instead")
+    quantize.add_argument("--labels", type=Path, help="labels for --model-file")
+    quantize.add_argument("--cache-dir", type=Path, help="CACHE_DIR, as for serve")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
@@ -46,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             return _predict(args.images, args.url, args.top_k, args.json)
         if args.command == "fetch":
             return fetch_command.run(args)
+        if args.command == "quantize":
+            return _quantize(args)
         shutil.copyfile(resolve_weights(args.source), args.output)
         print(f"weights written to {args.output}")
         return 0
@@ -66,6 +89,35 @@ def _serve(args: argparse.Namespace) -> int:
     # sys.path, where a source checkout's `modelserver/` folder would shadow the package.
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     os.execve(gunicorn, [gunicorn, "-c", "python:modelserver.gunicorn_conf"], env)
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    """INT8 IR of the model, or exit 1 with the agreement figure when it falls short."""
+    from .models.quantize import QuantizationRefused, quantize
+
+    settings = Settings(
+        weights=args.weights,
+        model_file=args.model_file,
+        labels_file=args.labels,
+        cache_dir=args.cache_dir,
+        backend="openvino",
+        precision="fp32",
+    )
+    check_settings(settings)
+    source = args.model_file or resolve_weights(args.weights)
+    output = args.output or int8_ir_beside(source)
+    try:
+        agreement, images = quantize(
+            settings, args.calibration, args.held_out, output, args.threshold
+        )
+    except QuantizationRefused as refused:
+        print(f"modelserver: {refused}", file=sys.stderr)
+        return 1
+    print(
+        f"INT8 IR written to {output}: top-1 agrees with FP32 on {agreement:.1%} of "
+        f"{images} held-out images"
+    )
+    return 0
 
 
 def _predict(images: list[Path], url: str, top_k: int | None, as_json: bool) -> int:

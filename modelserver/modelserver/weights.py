@@ -34,16 +34,15 @@ def keras_cache_dir() -> Path:
 
 def resolve_weights(spec: str, timeout_s: float = 60.0) -> Path:
     """The local path of the weights that `spec` ('imagenet' or a path) names."""
+    path = weights_path(spec)
     if spec != "imagenet":
-        path = Path(spec)
         if not path.is_file():
             raise WeightsUnavailable(f"MODEL_WEIGHTS={spec}: no such file")
         return path
-    cached = keras_cache_dir() / OFFICIAL_FILE_NAME
-    if cached.is_file() and file_digest(cached, "md5") == OFFICIAL_MD5:
-        return cached
+    if path.is_file() and file_digest(path, "md5") == OFFICIAL_MD5:
+        return path
     try:
-        download(OFFICIAL_URL, cached, OFFICIAL_MD5, timeout_s)
+        download(OFFICIAL_URL, path, OFFICIAL_MD5, timeout_s)
     except (OSError, urllib.error.URLError, ValueError) as error:
         raise WeightsUnavailable(
             f"cannot download the official ResNet50 ImageNet weights from {OFFICIAL_URL} "
@@ -51,7 +50,18 @@ def resolve_weights(spec: str, timeout_s: float = 60.0) -> Path:
             "(Keras' resnet50_weights_tf_dim_ordering_tf_kernels.h5 layout), or MODEL_FILE "
             f"(and MODEL_LABELS) to serve a {', '.join(MODEL_SUFFIXES)} classifier."
         ) from None
-    return cached
+    return path
+
+
+def int8_ir_beside(weights: Path) -> Path:
+    """Where the INT8 IR of these weights lies (`modelserver quantize`'s default output, and
+    what the image bakes with `--build-arg INT8=yes`): MODEL_PRECISION=int8 serves it."""
+    return weights.with_name(weights.stem + ".int8.xml")
+
+
+def weights_path(spec: str) -> Path:
+    """Where the weights `spec` names are (or will be, once fetched), without fetching."""
+    return keras_cache_dir() / OFFICIAL_FILE_NAME if spec == "imagenet" else Path(spec)
 
 
 def download(url: str, destination: Path, md5: str, timeout_s: float) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from seeded import write_seeded_resnet50_weights
+from seeded import write_int8_ir, write_seeded_resnet50_weights
 from serving import RunningServer, start_server, wait_ready
 
 
@@ -38,13 +38,27 @@ def resnet_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One CACHE_DIR for the session's servers: ResNet50 is converted and compiled once."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def resnet_int8_ir(resnet_weights: Path, images_dir: Path, cache_dir: Path) -> Path:
+    """The seeded ResNet50's INT8 IR beside its weights, by `modelserver quantize`."""
+    ir = write_int8_ir(resnet_weights, images_dir, cache_dir)
+    assert 'type="FakeQuantize"' in ir.read_text()
+    return ir
+
+
+@pytest.fixture(scope="session")
 def server_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("server-logs")
 
 
 @pytest.fixture(scope="session")
 def mobilenet_server(
-    server_logs: Path, mobilenet_file: Path, mobilenet_labels: Path
+    server_logs: Path, mobilenet_file: Path, mobilenet_labels: Path, cache_dir: Path
 ) -> Iterator[RunningServer]:
     """The real MobileNetV2 served through gunicorn, for accuracy and concurrency tests."""
     server = start_server(
@@ -55,6 +69,8 @@ def mobilenet_server(
         str(mobilenet_labels),
         "--max-upload-bytes",
         str(2 * 1024 * 1024),
+        "--cache-dir",
+        str(cache_dir),
     )
     wait_ready(server)
     yield server
@@ -62,9 +78,13 @@ def mobilenet_server(
 
 
 @pytest.fixture(scope="session")
-def resnet_server(server_logs: Path, resnet_weights: Path) -> Iterator[RunningServer]:
-    """ResNet50 from a weights file, through gunicorn, as a pod runs it."""
-    server = start_server(server_logs, "--weights", str(resnet_weights))
+def resnet_server(
+    server_logs: Path, resnet_weights: Path, cache_dir: Path
+) -> Iterator[RunningServer]:
+    """ResNet50 from a weights file, through gunicorn, as a pod runs it (backend `auto`)."""
+    server = start_server(
+        server_logs, "--weights", str(resnet_weights), "--cache-dir", str(cache_dir)
+    )
     wait_ready(server)
     yield server
     server.stop()

@@ -60,3 +60,23 @@ def test_the_baked_weights_are_the_ones_the_server_reads(
         capture_output=True,
     )  # fmt: skip
     assert output.read_bytes() == resnet_weights.read_bytes()
+
+
+def test_the_int8_build_step_quantizes_the_weights_the_server_reads(repo_root: Path) -> None:
+    """`--build-arg INT8=yes` writes the IR where MODEL_PRECISION=int8 looks for it, from
+    folders the build context copies."""
+    steps = instructions(repo_root / "Dockerfile.server")
+    run = next(args for key, args in steps if key == "RUN" and "modelserver quantize" in args)
+    words = shlex.split(run.replace(";", " ; "))
+    env = next(args for key, args in steps if key == "ENV" and "MODEL_WEIGHTS=" in args)
+    weights = next(w for w in env.split() if w.startswith("MODEL_WEIGHTS=")).split("=", 1)[1]
+    assert words[words.index("--weights") + 1] == weights
+    assert "--output" not in words  # so the IR lands beside the weights: int8_ir_beside
+    copied = next(
+        shlex.split(args) for key, args in steps if key == "COPY" and "quantization" in args
+    )
+    for flag in ("--calibration", "--held-out"):
+        folder = Path(words[words.index(flag) + 1])
+        assert folder.parent == Path(copied[-1]), flag
+        assert (repo_root / copied[0] / folder.name).is_dir(), flag
+    assert any(key == "ARG" and args == "INT8=no" for key, args in steps)

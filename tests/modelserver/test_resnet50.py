@@ -1,20 +1,42 @@
-"""The ResNet50 path with a generated weights file: loading, the full contract, batching."""
+"""The ResNet50 path with a generated weights file: loading, the full contract, batching,
+served by every backend and precision this machine has (one server each, in turn)."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import requests
 from modelserver.models.base import caffe_preprocess
 from modelserver.models.labels import imagenet_labels
-from serving import RunningServer
+from serving import RUNTIMES, RunningServer, start_server, wait_ready
 
 PHOTOS = ("dog.jpg", "bmw.png", "parrot.jpg", "grace_hopper.bmp")
+
+
+@pytest.fixture(scope="module", params=RUNTIMES, ids="-".join)
+def resnet_server(
+    request: pytest.FixtureRequest, server_logs: Path, resnet_weights: Path, cache_dir: Path
+) -> Iterator[RunningServer]:
+    """This module's ResNet50 server: one per backend and precision (INT8 serves the IR
+    `modelserver quantize` wrote beside the weights)."""
+    backend, precision = request.param
+    if precision == "int8":
+        request.getfixturevalue("resnet_int8_ir")
+    server = start_server(
+        server_logs, "--weights", str(resnet_weights), "--cache-dir", str(cache_dir),
+        "--backend", backend, "--precision", precision,
+    )  # fmt: skip
+    wait_ready(server)
+    yield server
+    server.stop()
 
 
 def by_label(predictions: list[dict[str, Any]]) -> dict[str, list[float]]:
@@ -26,14 +48,32 @@ def by_label(predictions: list[dict[str, Any]]) -> dict[str, list[float]]:
 
 
 def test_the_model_is_loaded_from_the_given_weights_file(
-    resnet_server: RunningServer, resnet_weights: Path
+    resnet_server: RunningServer, resnet_weights: Path, request: pytest.FixtureRequest
 ) -> None:
+    backend, precision = request.node.callspec.params["resnet_server"]
     status = requests.get(resnet_server.url + "/v1/models/resnet50", timeout=10).json()
     assert status["state"] == "ready" and status["ready"] is True
-    assert status["source"] == str(resnet_weights)
-    assert status["sha256"] == hashlib.sha256(resnet_weights.read_bytes()).hexdigest()
+    assert (status["backend"], status["precision"], status["device"]) == (backend, precision, "CPU")
+    assert status["quantized"] is (precision == "int8")
+    assert status["cpu"]["cores"] >= 1 and status["threads"] >= 1
+    source = resnet_weights
+    if precision == "int8":
+        source = resnet_weights.with_name(resnet_weights.stem + ".int8.xml")
+        assert status["source"] == str(source)
+        source_bytes = source.read_bytes() + source.with_suffix(".bin").read_bytes()
+    else:
+        assert status["source"] == str(resnet_weights)
+        source_bytes = resnet_weights.read_bytes()
+    assert status["sha256"] == hashlib.sha256(source_bytes).hexdigest()
     assert status["input_shape"] == [224, 224, 3]
     assert status["labels"] == 1000
+    metrics = requests.get(resnet_server.url + "/metrics", timeout=10).text
+    [info] = [line for line in metrics.splitlines() if line.startswith("modelserver_model_info{")]
+    labels = dict(re.findall(r'(\w+)="([^"]*)"', info))
+    assert labels == {
+        "model": "resnet50", "backend": backend, "precision": precision, "device": "CPU"
+    }  # fmt: skip
+    assert info.endswith(" 1.0")
 
 
 def test_predict_answers_the_tutorials_contract(

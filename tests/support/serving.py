@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from modelserver.models.cpu import native_bf16
 
 # Expected top-1 for each photo in ../shared/images (its README: the Keras 0-999 index).
 EXPECTED_TOP1 = {
@@ -28,6 +29,15 @@ EXPECTED_TOP1 = {
     "dragonfly.bmp": 319,
     "mountain_bike.jpeg": 671,
 }
+
+# Every (backend, precision) this machine can serve. BF16 needs a CPU with native BF16;
+# elsewhere tests/modelserver/test_runtime.py checks that asking for it is refused.
+RUNTIMES = [
+    ("tensorflow", "fp32"),
+    ("openvino", "fp32"),
+    *([("openvino", "bf16")] if native_bf16() else []),
+    ("openvino", "int8"),
+]
 
 
 @dataclass

@@ -24,19 +24,20 @@ NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 def available_cpus() -> int:
     """CPUs this container may use: the cgroup quota and the affinity mask, whichever is less."""
     cpus = len(os.sched_getaffinity(0))
-    quota = _cgroup_quota()
+    quota = cgroup_quota()
     return min(cpus, quota) if quota else cpus
 
 
-def _cgroup_quota() -> int | None:
-    """The CPU limit in whole cores (rounded up) from cgroup v2 `cpu.max` or v1 CFS files."""
+def cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """The CPU limit in whole cores (rounded up) from cgroup v2 `cpu.max` or v1 CFS files;
+    None without a limit."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        quota, period = (root / "cpu.max").read_text().split()
         return None if quota == "max" else max(1, -(-int(quota) // int(period)))
     except (OSError, ValueError):
         pass
     try:
-        v1 = Path("/sys/fs/cgroup/cpu")
+        v1 = root / "cpu"
         quota_us = int((v1 / "cpu.cfs_quota_us").read_text())
         period_us = int((v1 / "cpu.cfs_period_us").read_text())
         return None if quota_us <= 0 else max(1, -(-quota_us // period_us))

@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +24,7 @@ import openvino as ov  # type: ignore[import-untyped]
 from openvino.preprocess import PrePostProcessor  # type: ignore[import-untyped]
 from PIL import Image
 
-from ..weights import resolve_weights
+from ..weights import int8_ir_beside, resolve_weights
 from . import cpu
 from .base import (
     CAFFE_BGR_MEANS,
@@ -36,7 +37,7 @@ from .base import (
     tflite_input,
 )
 from .formats import source_files
-from .labels import imagenet_labels, labels_for
+from .labels import labels_for
 from .registry import choose_precision
 
 if TYPE_CHECKING:
@@ -54,28 +55,46 @@ _CONVERSION_VERSION = "1"
 
 def load(settings: Settings, labels: tuple[str, ...] | None, threads: int) -> Classifier:
     core = ov.Core()
-    cache_dir = usable_cache_dir(settings.cache_dir)
+    source = model_source(settings, core, usable_cache_dir(settings.cache_dir), labels)
+    return OpenVINOClassifier(core, source, threads, settings.precision)
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What OpenVINO reads (`model_path`: an IR, converted or given, or a .tflite file), and
+    what it stands for: the served name, the user's files, the labels given with them."""
+
+    model_path: Path
+    name: str
+    files: tuple[Path, ...]
+    labels: tuple[str, ...] | None = None
+
+
+def model_source(
+    settings: Settings,
+    core: ov.Core,
+    cache_dir: Path | None,
+    labels: tuple[str, ...] | None = None,
+) -> ModelSource:
+    """The model the settings name, converted to an IR where it comes from Keras. Sets the
+    core's compiled-model cache in CACHE_DIR."""
     if cache_dir is not None:
         core.set_property({"CACHE_DIR": str(cache_dir / "compiled")})
-    if settings.model_file is None:
+    path = settings.model_file
+    if path is None:
         weights = resolve_weights(settings.weights)
+        if settings.precision == "int8":
+            ir = int8_ir_beside(weights)
+            return ModelSource(ir, "resnet50", source_files(ir))
         ir = converted_ir(
             "resnet50", (weights,), cache_dir, lambda: resnet50_model(weights), caffe=True
         )
-        return OpenVINOClassifier(
-            core, ir, "resnet50", (weights,), imagenet_labels(), threads, settings.precision
-        )
-    path = settings.model_file
+        return ModelSource(ir, "resnet50", (weights,))
     files = source_files(path)
     if path.suffix == ".keras":
         ir = converted_ir(path.stem, files, cache_dir, lambda: keras_model(path), caffe=False)
-    else:
-        ir = path
-    model = read_model(core, ir, path)
-    outputs = int(model.outputs[0].get_partial_shape()[-1].get_length())
-    return OpenVINOClassifier(
-        core, ir, path.stem, files, labels_for(outputs, labels, path), threads, settings.precision
-    )
+        return ModelSource(ir, path.stem, files, labels)
+    return ModelSource(path, path.stem, files, labels)
 
 
 class OpenVINOClassifier(Classifier):
@@ -85,27 +104,20 @@ class OpenVINOClassifier(Classifier):
     quantized TFLite files, float pixels in [0, 255] for an IR, the TFLite conventions for
     a TFLite file. A model built for batch 1 runs image by image."""
 
-    def __init__(
-        self,
-        core: ov.Core,
-        model_path: Path,
-        name: str,
-        files: tuple[Path, ...],
-        labels: tuple[str, ...],
-        threads: int,
-        precision: str,
-    ) -> None:
-        model = read_model(core, model_path, files[0])
-        source = model.inputs[0]
-        self._size = rgb_input_size(_dims(source.get_partial_shape()), files[0])
-        self._one_at_a_time = not source.get_partial_shape()[0].is_dynamic
-        self._input_dtype = source.get_element_type().to_dtype()
-        self._tflite = model_path.suffix == ".tflite"
+    def __init__(self, core: ov.Core, source: ModelSource, threads: int, precision: str) -> None:
+        model = read_model(core, source.model_path, source.files[0])
+        model_input = model.inputs[0]
+        self._size = rgb_input_size(_dims(model_input.get_partial_shape()), source.files[0])
+        self._one_at_a_time = not model_input.get_partial_shape()[0].is_dynamic
+        self._input_dtype = model_input.get_element_type().to_dtype()
+        self._tflite = source.model_path.suffix == ".tflite"
+        outputs = model.outputs[0].get_partial_shape()[-1].get_length()
+        labels = labels_for(outputs, source.labels, source.files[0])
         quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
         chosen = choose_precision(precision, "openvino", quantized)
         hint = _HINTS.get(chosen, "bf16" if cpu.native_bf16() else "f32")
         compiled = core.compile_model(
-            str(model_path),
+            str(source.model_path),
             "CPU",
             {
                 "INFERENCE_PRECISION_HINT": hint,
@@ -129,7 +141,7 @@ class OpenVINOClassifier(Classifier):
             quantized=quantized,
             infer_requests=1,
         )
-        super().__init__(name, labels, files, runtime)
+        super().__init__(source.name, labels, source.files, runtime)
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..weights import int8_ir_beside, weights_path
 from . import cpu
 from .base import Classifier, ModelLoadError
 from .formats import RUNTIMES, format_of, source_files
@@ -73,8 +73,9 @@ def choose_precision(requested: str, backend: str, quantized: bool | None) -> st
         )
     if requested == "int8" and quantized is False:
         raise ModelLoadError(
-            "MODEL_PRECISION=int8 needs a quantized model, and this one is float: make an "
-            "INT8 IR with `modelserver quantize` and serve it with MODEL_FILE=<ir>.xml"
+            "MODEL_PRECISION=int8 needs a quantized model, and this one is float: "
+            "make an INT8 IR with `modelserver quantize` (for ResNet50 it goes beside "
+            "MODEL_WEIGHTS, where MODEL_BACKEND=openvino finds it) or set MODEL_FILE=<ir>.xml"
         )
     return requested
 
@@ -89,14 +90,23 @@ def check_settings(settings: Settings) -> tuple[str, str]:
             if not path.is_file():
                 where = "" if path == model_file else f" ({path.name} beside it)"
                 raise ModelLoadError(f"MODEL_FILE={model_file}: no such file{where}")
-    return backend, choose_precision(settings.precision, backend, known_quantized(model_file))
+    quantized = known_quantized(settings, backend)
+    return backend, choose_precision(settings.precision, backend, quantized)
 
 
-def known_quantized(model_file: Path | None) -> bool | None:
+def known_quantized(settings: Settings, backend: str) -> bool | None:
     """Whether the model carries INT8 operations, where that is cheap to tell; else None.
 
-    ResNet50 weights and .keras files are float; an IR says so in its XML."""
-    if model_file is None or model_file.suffix == ".keras":
+    ResNet50 weights are float, but with MODEL_PRECISION=int8 OpenVINO serves the INT8 IR
+    beside them where there is one; .keras files are float; an IR says so in its XML."""
+    model_file = settings.model_file
+    if model_file is None:
+        if settings.precision != "int8" or backend != "openvino":
+            return False
+        model_file = int8_ir_beside(weights_path(settings.weights))
+        if not model_file.is_file():
+            return False
+    if model_file.suffix == ".keras":
         return False
     if model_file.suffix == ".xml":
         return 'type="FakeQuantize"' in model_file.read_text(errors="replace")
