@@ -17,11 +17,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from modelserver.protocol.grpc.messages import message_class
+from oip_grpc import status_of
 from PIL import Image
 from serving import RunningServer
 
@@ -118,7 +121,11 @@ def check(answer: requests.Response) -> None:
     assert SECRET.decode() not in answer.text
     if answer.status_code >= 400:
         body = answer.json()
-        assert body["success"] is False and isinstance(body["error"], str) and body["error"]
+        if "/v2/" in answer.url:  # the Open Inference Protocol's form: {"error": "..."}
+            assert list(body) == ["error"], body
+        else:
+            assert body["success"] is False
+        assert isinstance(body["error"], str) and body["error"]
     else:
         assert answer.status_code == 200 and answer.json()
 
@@ -294,3 +301,127 @@ def test_v1_json_bodies(mobilenet_server: RunningServer, mobilenet_file: Path) -
         )
 
     fuzz(mobilenet_server, send, v1_bodies())
+
+
+def length_prefixed(items: list[bytes]) -> bytes:
+    return b"".join(struct.pack("<I", len(item)) + item for item in items)
+
+
+V2_DATATYPES = st.sampled_from(["BYTES"] * 6 + ["UINT8", "FP32", "INT32", "", "bytes"])
+V2_SHAPES = st.one_of(
+    st.lists(st.integers(-2, 6), max_size=5),
+    st.lists(st.integers(0, 40), min_size=4, max_size=4).map(lambda s: [min(s[0], 2), *s[1:]]),
+    JSON_VALUES,
+)
+V2_OUTPUTS = st.lists(
+    st.fixed_dictionaries(
+        {"name": st.sampled_from(["probabilities", "probabilities", "logits", ""])},
+        optional={
+            "parameters": st.fixed_dictionaries(
+                {},
+                optional={
+                    "classification": st.one_of(st.integers(-2, 1100), st.text(max_size=3)),
+                    "binary_data": st.one_of(st.booleans(), JSON_LEAVES),
+                },
+            )
+        },
+    ),
+    max_size=2,
+)
+
+
+@st.composite
+def v2_requests(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
+    """Open Inference Protocol requests, JSON or with the binary extension: images good and
+    bad, pixel tensors whose shape, datatype and data may disagree, random JSON and bytes."""
+    kind = draw(st.sampled_from(["json", "json", "binary", "binary", "pixels", "random", "bytes"]))
+    photos = draw(st.lists(uploads(), min_size=1, max_size=2))
+    shape = [len(photos)] if draw(st.integers(0, 3)) else draw(V2_SHAPES)
+    tensor: dict[str, Any] = {"name": "image", "datatype": draw(V2_DATATYPES), "shape": shape}
+    outputs = draw(V2_OUTPUTS) if draw(st.booleans()) else []
+    header: Any = {"inputs": [tensor], "outputs": outputs}
+    if draw(st.booleans()):
+        header["id"] = draw(JSON_LEAVES)
+    binary = b""
+    if kind == "json":
+        tensor["data"] = [base64.b64encode(data).decode() for data in photos]
+    elif kind == "binary":
+        binary = length_prefixed(photos) if draw(st.booleans()) else photos[0]
+        size = len(binary) if draw(st.integers(0, 3)) else draw(st.integers(-1, len(binary) + 9))
+        tensor["parameters"] = {"binary_data_size": size}
+    elif kind == "pixels":
+        tensor["data"] = draw(st.lists(st.one_of(st.integers(-9, 300), st.floats()), max_size=60))
+    elif kind == "random":
+        header = draw(JSON_VALUES)
+    if kind == "bytes":
+        noise = draw(st.binary(max_size=256)) + SECRET
+        return noise, {"Inference-Header-Content-Length": str(draw(st.integers(-1, 300)))}
+    text = json.dumps(header).encode()
+    declared = len(text) if draw(st.integers(0, 3)) else draw(st.integers(-1, len(text) + 9))
+    if kind == "binary" or draw(st.booleans()):
+        return text + binary, {"Inference-Header-Content-Length": str(declared)}
+    return text, {}
+
+
+def test_v2_requests(mobilenet_server: RunningServer, mobilenet_file: Path) -> None:
+    path = f"/v2/models/{mobilenet_file.stem}/infer"
+
+    def send(url: str, request: tuple[bytes, dict[str, str]]) -> Any:
+        body, headers = request
+        return requests.post(url + path, data=body, headers=headers, timeout=60)
+
+    statuses = fuzz(mobilenet_server, send, v2_requests())
+    assert statuses[200] and statuses[400], statuses  # both paths were exercised
+
+
+@st.composite
+def grpc_inputs(draw: st.DrawFn) -> dict[str, Any]:
+    """ModelInfer requests: images raw or typed, shapes and datatypes that may disagree."""
+    photos = draw(st.lists(uploads(), min_size=1, max_size=2))
+    datatype = draw(V2_DATATYPES)
+    shape = (
+        [len(photos)] if draw(st.integers(0, 3)) else draw(st.lists(st.integers(-2, 6), max_size=5))
+    )
+    tensor: dict[str, Any] = {"name": "image", "datatype": datatype, "shape": shape}
+    request: dict[str, Any] = {"inputs": [tensor], "id": draw(st.text(max_size=8))}
+    form = draw(st.sampled_from(["raw", "raw-unprefixed", "bytes", "numbers"]))
+    if form == "raw":
+        request["raw_input_contents"] = [length_prefixed(photos)]
+    elif form == "raw-unprefixed":
+        request["raw_input_contents"] = [photos[0]]
+    elif form == "bytes":
+        tensor["contents"] = {"bytes_contents": photos}
+    else:
+        values = draw(st.lists(st.integers(0, 2**32 - 1), max_size=48))
+        tensor["contents"] = {"uint_contents": values}
+    if draw(st.booleans()):
+        k = draw(st.integers(-2, 1100))
+        parameters = {"classification": message_class("InferParameter")(int64_param=k)}
+        request["outputs"] = [
+            {"name": draw(st.sampled_from(["probabilities", "x"])), "parameters": parameters}
+        ]
+    return request
+
+
+def test_grpc_model_infer(mobilenet_server: RunningServer, mobilenet_file: Path) -> None:
+    """The same property over gRPC: OK, or a client's status code whose message echoes
+    nothing sent; never INTERNAL or UNKNOWN; the worker lives."""
+    statuses: Counter[str] = Counter()
+    allowed = {"OK", "INVALID_ARGUMENT", "NOT_FOUND"}
+    with grpc.insecure_channel(mobilenet_server.grpc_target) as channel:
+
+        @FUZZ
+        @given(grpc_inputs())
+        def one_call(request: dict[str, Any]) -> None:
+            code, message = status_of(
+                channel, "ModelInfer", model_name=mobilenet_file.stem, **request
+            )
+            statuses[code.name] += 1
+            assert code.name in allowed, message
+            assert SECRET.decode() not in message and "Traceback" not in message
+
+        one_call()
+        assert status_of(channel, "ServerReady") == (grpc.StatusCode.OK, "")
+    assert mobilenet_server.worker_boots() == 1, mobilenet_server.log_tail()
+    print(f"{sum(statuses.values())} calls: {dict(sorted(statuses.items()))}")
+    assert statuses["OK"] and statuses["INVALID_ARGUMENT"], statuses

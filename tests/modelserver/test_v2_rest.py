@@ -8,6 +8,8 @@ import base64
 import json
 import struct
 import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from threading import Barrier
@@ -575,3 +577,26 @@ def test_a_burst_of_every_protocol_forms_common_batches(
     assert statuses == [200] * len(senders)
     assert server.metric("modelserver_batch_size_count") == before + 2  # the hold, then all five
     assert server.metric("modelserver_batch_size_sum") == images_before + 6
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/predict", "multipart/form-data; boundary=x"),
+        ("/v1/models/{model}:predict", "application/json"),
+        ("/v2/models/{model}/infer", "application/json"),
+    ],
+)
+def test_a_body_over_the_limit_sent_in_one_go_still_reads_its_413(
+    mobilenet_server: RunningServer, mobilenet_file: Path, path: str, content_type: str
+) -> None:
+    """Python's urllib writes the whole body before it reads: the server reads (and drops)
+    what it refused, so the client gets the 413 rather than a reset, every time."""
+    url = mobilenet_server.url + path.format(model=mobilenet_file.stem)
+    body = b"{" * (4 * 1024 * 1024)  # over the 2 MB limit, even with the base64 allowance
+    for _ in range(10):
+        request = urllib.request.Request(url, data=body, headers={"Content-Type": content_type})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=60)
+        assert refused.value.code == 413
+        assert "over the limit" in json.load(refused.value)["error"]
