@@ -62,6 +62,8 @@ def stream_object(
     credentials = _credentials(location, env)
     try:
         signed, client = _client(env, timeout_s, endpoint_url, region, credentials)
+    except botocore.exceptions.BotoCoreError as error:  # a region boto3 refuses, for one
+        raise FetchError(f"{location.shown}: {error}") from None
     except ValueError:
         raise FetchError(f"{location.shown}: invalid endpoint URL {endpoint_url!r}") from None
     try:
