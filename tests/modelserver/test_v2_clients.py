@@ -78,3 +78,18 @@ def test_every_message_matches_the_clients_proto_field_by_field(client: str) -> 
         assert [field for field in fields if field not in ours] == [], name
         if name != "InferParameter":
             assert len(ours) == len(fields), name
+
+
+def test_the_readmes_tritonclient_snippet_runs(
+    mobilenet_server: RunningServer, mobilenet_file: Path
+) -> None:
+    readme = (REPO / "README.md").read_text()
+    marker = "<!-- tested: tests/modelserver/test_v2_clients.py -->\n```python\n"
+    snippet = readme.split(marker, 1)[1].split("```", 1)[0]
+    snippet = snippet.replace("localhost:5000", mobilenet_server.url.removeprefix("http://"))
+    snippet = snippet.replace('"resnet50"', f'"{mobilenet_file.stem}"')
+    result = subprocess.run(
+        [str(CLIENTS_PYTHON), "-c", snippet], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("[[b'0.") and ":163:beagle' b'" in result.stdout, result.stdout
