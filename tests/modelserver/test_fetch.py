@@ -287,6 +287,29 @@ def test_credentials_in_an_https_uri_are_refused_and_not_echoed(tmp_path: Path) 
     assert line.startswith("modelserver fetch: https://127.0.0.1:1/m.tflite: expected https://HOST")
 
 
+def test_labels_that_fail_after_the_model_make_the_reason_the_whole_message(
+    tmp_path: Path, mobilenet_labels: Path
+) -> None:
+    termination = tmp_path / "termination-log"
+    result = run_fetch(
+        f"file://{mobilenet_labels}",
+        str(tmp_path / "pod" / "model.txt"),
+        "--labels-uri",
+        "file:///no/such/labels.txt",
+        f"--termination-log={termination}",
+        env={},
+    )
+    line = assert_failed_cleanly(result, tmp_path / "pod")
+    assert termination.read_text() == line + "\n"
+    assert line.endswith("file:///no/such/labels.txt: no such file /no/such/labels.txt")
+    assert leftovers(tmp_path / "pod") == ["model.txt"]  # with --sha256, a restart keeps it
+
+    result = run_fetch("file:///a", str(tmp_path / "b"), "--labels-dest", "/c", env={})
+    assert assert_failed_cleanly(result, tmp_path) == (
+        "modelserver fetch: --labels-dest needs --labels-uri"
+    )
+
+
 def test_a_truncated_download_is_retried_then_fails_with_nothing_written(
     https: HttpsServer, tmp_path: Path
 ) -> None:

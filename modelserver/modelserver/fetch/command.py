@@ -47,30 +47,29 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(format="modelserver fetch: %(message)s", level=logging.INFO)
+    # Our retries and skips at INFO; other libraries (botocore says where it found keys) only
+    # at WARNING, so that the log stays about the download.
+    logging.basicConfig(format="modelserver fetch: %(message)s", level=logging.WARNING)
+    logging.getLogger("modelserver.fetch").setLevel(logging.INFO)
     lines: list[str] = []
     try:
-        for uri, dest in _files(args):
-            fetched = fetch(
-                uri,
-                dest,
-                args.sha256 if dest == args.dest else None,
-                attempts=args.attempts,
-                timeout_s=args.timeout,
-            )
+        for uri, dest, sha256 in _files(args):
+            fetched = fetch(uri, dest, sha256, attempts=args.attempts, timeout_s=args.timeout)
             lines.append(_success(fetched))
             print(lines[-1])
     except FetchError as error:
-        lines.append(f"modelserver fetch: {error}")
-        print(lines[-1], file=sys.stderr)
-        _record(args.termination_log, lines)
+        # The reason alone: it becomes the pod's condition message.
+        reason = f"modelserver fetch: {error}"
+        print(reason, file=sys.stderr)
+        _record(args.termination_log, [reason])
         return 1
     _record(args.termination_log, lines)
     return 0
 
 
-def _files(args: argparse.Namespace) -> list[tuple[str, Path]]:
-    files = [(args.uri, args.dest)]
+def _files(args: argparse.Namespace) -> list[tuple[str, Path, str | None]]:
+    """(URI, destination, sha256) of the model and, when asked for, of its labels."""
+    files = [(args.uri, args.dest, args.sha256)]
     if args.labels_uri:
         name = Path(redacted(args.labels_uri).split("?")[0]).name
         labels_dest = args.labels_dest or args.dest.parent / name
@@ -78,7 +77,7 @@ def _files(args: argparse.Namespace) -> list[tuple[str, Path]]:
             raise FetchError(
                 f"{redacted(args.labels_uri)}: give --labels-dest (beside {args.dest})"
             )
-        files.append((args.labels_uri, labels_dest))
+        files.append((args.labels_uri, labels_dest, None))
     elif args.labels_dest:
         raise FetchError("--labels-dest needs --labels-uri")
     return files
