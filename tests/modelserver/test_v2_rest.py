@@ -182,288 +182,76 @@ def bad(body: Any) -> dict[str, Any]:
     return {"data": body} if isinstance(body, bytes) else {"json": body}
 
 
-PIXEL = {"name": "pixels", "datatype": "UINT8", "shape": [1, 2, 2, 3]}
+def one_input(datatype: str, shape: Any, data: Any) -> dict[str, Any]:
+    return bad({"inputs": [{"name": "x", "datatype": datatype, "shape": shape, "data": data}]})
+
+
+def raw_input(datatype: str, size: int, *raw: bytes) -> dict[str, Any]:
+    tensor = {"name": "x", "datatype": datatype, "shape": [1]}
+    return binary_body({"inputs": [{**tensor, "parameters": {"binary_data_size": size}}]}, *raw)
+
+
+def with_output(name: str, **parameters: Any) -> dict[str, Any]:
+    return bad(
+        {"inputs": [jpeg_input(b"a")], "outputs": [{"name": name, "parameters": parameters}]}
+    )
+
+
+NAN = b'{"inputs": [{"name": "p", "datatype": "FP32", "shape": [1, 1, 1, 3], "data": [NaN, 1, 2]}]}'
+INFER = "/v2/models/{model}/infer"
+# (id, method, path, request kwargs, status, words in the error)
 CASES: list[tuple[str, str, str, dict[str, Any], int, str]] = [
-    ("not json", "POST", "infer", bad(b"{nope"), 400, "not valid UTF-8 JSON"),
-    ("not an object", "POST", "infer", bad([1, 2]), 400, "inference request"),
-    ("no inputs", "POST", "infer", bad({"inputs": []}), 400, '"inputs"'),
-    ("input without name", "POST", "infer", bad({"inputs": [{"datatype": "BYTES"}]}), 400, "name"),
-    (
-        "wrong datatype",
-        "POST",
-        "infer",
-        bad({"inputs": [{"name": "x", "datatype": "INT32", "shape": [1], "data": [1]}]}),
-        400,
-        "datatype 'INT32' is not taken",
-    ),
-    (
-        "shape disagrees with data",
-        "POST",
-        "infer",
-        bad({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [2], "data": [b64(b"a")]}]}),
-        400,
-        "holds 2 elements, the data has 1",
-    ),
-    (
-        "negative shape",
-        "POST",
-        "infer",
-        bad({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [-1], "data": []}]}),
-        400,
-        "shape",
-    ),
-    (
-        "bytes not [N]",
-        "POST",
-        "infer",
-        bad({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1, 1], "data": [b64(b"a")]}]}),
-        400,
-        "shape [N]",
-    ),
-    (
-        "no images",
-        "POST",
-        "infer",
-        bad({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [0], "data": []}]}),
-        400,
-        "no image",
-    ),
-    (
-        "not base64",
-        "POST",
-        "infer",
-        bad({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": ["%%%"]}]}),
-        400,
-        "base64",
-    ),
-    (
-        "bytes as numbers",
-        "POST",
-        "infer",
-        bad({"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": [7]}]}),
-        400,
-        "base64",
-    ),
-    (
-        "undecodable image",
-        "POST",
-        "infer",
-        bad(
-            {"inputs": [{"name": "x", "datatype": "BYTES", "shape": [1], "data": [b64(b"hello")]}]}
-        ),
-        400,
-        "not an image",
-    ),
-    (
-        "pixels not rgb",
-        "POST",
-        "infer",
-        bad({"inputs": [{**PIXEL, "shape": [1, 2, 3, 2], "data": [0] * 12}]}),
-        400,
-        "[N, H, W, 3]",
-    ),
-    (
-        "uint8 over 255",
-        "POST",
-        "infer",
-        bad({"inputs": [{**PIXEL, "data": [300] * 12}]}),
-        400,
-        "[0, 255]",
-    ),
-    (
-        "pixels as text",
-        "POST",
-        "infer",
-        bad({"inputs": [{**PIXEL, "data": ["a"] * 12}]}),
-        400,
-        "numbers",
-    ),
-    (
-        "fp32 not finite",
-        "POST",
-        "infer",
-        bad(
-            b'{"inputs": [{"name": "p", "datatype": "FP32", "shape": [1, 1, 1, 3], '
-            b'"data": [NaN, 1, 2]}]}'
-        ),
-        400,
-        "finite",
-    ),
-    (
-        "two inputs",
-        "POST",
-        "infer",
-        bad({"inputs": [jpeg_input(b"a"), jpeg_input(b"b")]}),
-        400,
-        "one input",
-    ),
-    (
-        "unknown output",
-        "POST",
-        "infer",
-        bad({"inputs": [jpeg_input(b"a")], "outputs": [{"name": "logits"}]}),
-        400,
-        "no output 'logits'",
-    ),
-    (
-        "classification too big",
-        "POST",
-        "infer",
-        bad(
-            {
-                "inputs": [jpeg_input(b"a")],
-                "outputs": [{"name": "probabilities", "parameters": {"classification": 5000}}],
-            }
-        ),
-        400,
-        "classification",
-    ),
-    (
-        "classification not a number",
-        "POST",
-        "infer",
-        bad(
-            {
-                "inputs": [jpeg_input(b"a")],
-                "outputs": [{"name": "probabilities", "parameters": {"classification": "3"}}],
-            }
-        ),
-        400,
-        "classification",
-    ),
-    ("id not a string", "POST", "infer", bad({"id": 5, "inputs": [jpeg_input(b"a")]}), 400, "id"),
-    (
-        "header length past body",
-        "POST",
-        "infer",
-        {"data": b"{}", "headers": {HEADER: "99"}},
-        400,
-        HEADER,
-    ),
-    (
-        "header length not a number",
-        "POST",
-        "infer",
-        {"data": b"{}", "headers": {HEADER: "-1"}},
-        400,
-        HEADER,
-    ),
-    (
-        "binary size past body",
-        "POST",
-        "infer",
-        binary_body(
-            {
-                "inputs": [
-                    {
-                        "name": "x",
-                        "datatype": "BYTES",
-                        "shape": [1],
-                        "parameters": {"binary_data_size": 10},
-                    }
-                ]
-            },
-            b"abc",
-        ),
-        400,
-        "runs past the body",
-    ),
-    (
-        "binary left over",
-        "POST",
-        "infer",
-        binary_body(
-            {
-                "inputs": [
-                    {
-                        "name": "x",
-                        "datatype": "BYTES",
-                        "shape": [1],
-                        "parameters": {"binary_data_size": 5},
-                    }
-                ]
-            },
-            length_prefixed(b"a"),
-            b"junk",
-        ),
-        400,
-        "belong to no input",
-    ),
-    (
-        "raw bytes cut in a prefix",
-        "POST",
-        "infer",
-        binary_body(
-            {
-                "inputs": [
-                    {
-                        "name": "x",
-                        "datatype": "BYTES",
-                        "shape": [1],
-                        "parameters": {"binary_data_size": 2},
-                    }
-                ]
-            },
-            b"\x05\x00",
-        ),
-        400,
-        "length prefix",
-    ),
-    (
-        "raw bytes element too long",
-        "POST",
-        "infer",
-        binary_body(
-            {
-                "inputs": [
-                    {
-                        "name": "x",
-                        "datatype": "BYTES",
-                        "shape": [1],
-                        "parameters": {"binary_data_size": 6},
-                    }
-                ]
-            },
-            b"\xff\x00\x00\x00ab",
-        ),
-        400,
-        "runs past the data",
-    ),
-    (
-        "raw fp32 not whole",
-        "POST",
-        "infer",
-        binary_body(
-            {
-                "inputs": [
-                    {
-                        "name": "x",
-                        "datatype": "FP32",
-                        "shape": [1],
-                        "parameters": {"binary_data_size": 3},
-                    }
-                ]
-            },
-            b"abc",
-        ),
-        400,
-        "not whole FP32s",
-    ),
+    ("not json", "POST", INFER, bad(b"{nope"), 400, "not valid UTF-8 JSON"),
+    ("not an object", "POST", INFER, bad([1, 2]), 400, "inference request"),
+    ("no inputs", "POST", INFER, bad({"inputs": []}), 400, '"inputs"'),
+    ("input without name", "POST", INFER, bad({"inputs": [{"datatype": "BYTES"}]}), 400, "name"),
+    ("wrong datatype", "POST", INFER, one_input("INT32", [1], [1]), 400, "'INT32' is not taken"),
+    ("shape disagrees with data", "POST", INFER, one_input("BYTES", [2], [b64(b"a")]), 400,
+     "holds 2 elements, the data has 1"),
+    ("negative shape", "POST", INFER, one_input("BYTES", [-1], []), 400, "shape"),
+    ("bytes not [N]", "POST", INFER, one_input("BYTES", [1, 1], [b64(b"a")]), 400, "shape [N]"),
+    ("no images", "POST", INFER, one_input("BYTES", [0], []), 400, "no image"),
+    ("not base64", "POST", INFER, one_input("BYTES", [1], ["%%%"]), 400, "base64"),
+    ("bytes as numbers", "POST", INFER, one_input("BYTES", [1], [7]), 400, "base64"),
+    ("undecodable image", "POST", INFER, one_input("BYTES", [1], [b64(b"hello")]), 400,
+     "not an image"),
+    ("pixels not rgb", "POST", INFER, one_input("UINT8", [1, 2, 3, 2], [0] * 12), 400,
+     "[N, H, W, 3]"),
+    ("uint8 over 255", "POST", INFER, one_input("UINT8", [1, 2, 2, 3], [300] * 12), 400,
+     "[0, 255]"),
+    ("pixels as text", "POST", INFER, one_input("UINT8", [1, 2, 2, 3], ["a"] * 12), 400,
+     "numbers"),
+    ("fp32 not finite", "POST", INFER, bad(NAN), 400, "finite"),
+    ("two inputs", "POST", INFER, bad({"inputs": [jpeg_input(b"a"), jpeg_input(b"b")]}), 400,
+     "one input"),
+    ("unknown output", "POST", INFER, with_output("logits"), 400, "no output 'logits'"),
+    ("classification too big", "POST", INFER, with_output("probabilities", classification=5000),
+     400, "classification"),
+    ("classification not a number", "POST", INFER,
+     with_output("probabilities", classification="3"), 400, "classification"),
+    ("id not a string", "POST", INFER, bad({"id": 5, "inputs": [jpeg_input(b"a")]}), 400, "id"),
+    ("header length past body", "POST", INFER, {"data": b"{}", "headers": {HEADER: "99"}}, 400,
+     HEADER),
+    ("header length not a number", "POST", INFER, {"data": b"{}", "headers": {HEADER: "-1"}},
+     400, HEADER),
+    ("binary size past body", "POST", INFER, raw_input("BYTES", 10, b"abc"), 400,
+     "runs past the body"),
+    ("binary left over", "POST", INFER, raw_input("BYTES", 5, length_prefixed(b"a"), b"junk"),
+     400, "belong to no input"),
+    ("raw bytes cut in a prefix", "POST", INFER, raw_input("BYTES", 2, b"\x05\x00"), 400,
+     "length prefix"),
+    ("raw bytes element too long", "POST", INFER, raw_input("BYTES", 6, b"\xff\0\0\0ab"), 400,
+     "runs past the data"),
+    ("raw fp32 not whole", "POST", INFER, raw_input("FP32", 3, b"abc"), 400, "not whole FP32s"),
     ("unknown model", "POST", "/v2/models/vgg16/infer", bad({"inputs": []}), 404, "vgg16"),
-    (
-        "unknown version",
-        "POST",
-        "/v2/models/{model}/versions/2/infer",
-        bad({"inputs": []}),
-        404,
-        "no version '2'",
-    ),
+    ("unknown version", "POST", "/v2/models/{model}/versions/2/infer", bad({"inputs": []}), 404,
+     "no version '2'"),
     ("unknown model metadata", "GET", "/v2/models/vgg16", {}, 404, "vgg16"),
     ("unknown model ready", "GET", "/v2/models/vgg16/ready", {}, 404, "vgg16"),
-    ("wrong method", "GET", "infer", {}, 405, "Method Not Allowed"),
+    ("wrong method", "GET", INFER, {}, 405, "Method Not Allowed"),
     ("unknown v2 path", "GET", "/v2/repository/index", {}, 404, "Not Found"),
-    ("body over the limit", "POST", "infer", {"data": b"{" * (3 * 1024 * 1024)}, 413, "limit"),
-]
+    ("body over the limit", "POST", INFER, {"data": b"{" * (3 * 1024 * 1024)}, 413, "limit"),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -480,8 +268,6 @@ def test_a_bad_v2_request_gets_its_code_and_error(
     status: int,
     words: str,
 ) -> None:
-    if path == "infer":
-        path = "/v2/models/{model}/infer"
     url = mobilenet_server.url + path.format(model=mobilenet_file.stem)
     answer = requests.request(method, url, timeout=60, **kwargs)
     assert answer.status_code == status, answer.text
