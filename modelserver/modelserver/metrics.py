@@ -20,7 +20,9 @@ from prometheus_client import (
 )
 
 REQUESTS = Counter(
-    "modelserver_requests_total", "HTTP requests answered", ["endpoint", "method", "code"]
+    "modelserver_requests_total",
+    "Requests answered: HTTP (code: its status) and gRPC (method grpc, code: the status name)",
+    ["endpoint", "method", "code"],
 )
 LATENCY = Histogram(
     "modelserver_request_duration_seconds",
