@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -60,14 +61,23 @@ def https(
         yield server
 
 
-def run_fetch(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`modelserver fetch` as a pod runs it: its own process, settings only in the environment."""
+def run_fetch(
+    *args: str, env: dict[str, str], max_file_bytes: int | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`modelserver fetch` as a pod runs it: its own process, settings only in the environment;
+    `max_file_bytes` makes larger writes fail as on a full volume (RLIMIT_FSIZE: EFBIG)."""
+
+    def limit() -> None:
+        if max_file_bytes is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_bytes, max_file_bytes))
+
     return subprocess.run(
         [sys.executable, "-m", "modelserver", "fetch", *args],
         env={**_without_settings(os.environ), **HERMETIC_AWS, **env},
         capture_output=True,
         text=True,
         timeout=120,
+        preexec_fn=limit,
     )
 
 
@@ -351,6 +361,41 @@ def test_an_unreachable_store_is_retried_a_bounded_number_of_times(tmp_path: Pat
         fetch("s3://b/k", tmp_path / "k", env=env, attempts=4, backoff_s=10, sleep=waits.append)
     assert waits == [10.0, 20.0, 30.0]  # doubling, capped at 30 s
     assert leftovers(tmp_path) == []
+
+
+def test_a_volume_too_small_for_the_model_fails_at_once_with_nothing_left(
+    tmp_path: Path, mobilenet_file: Path
+) -> None:
+    dest = tmp_path / "pod" / "model.tflite"
+    result = run_fetch(f"file://{mobilenet_file}", str(dest), env={}, max_file_bytes=1 << 20)
+    line = assert_failed_cleanly(result, dest.parent)
+    assert line == (
+        f"modelserver fetch: file://{mobilenet_file}: cannot write {dest}: File too large"
+    )
+    assert leftovers(dest.parent) == []
+
+
+@pytest.mark.parametrize(
+    ("uri", "boto3_loaded"), [("file:///etc/hostname", False), ("s3://b/k", True)]
+)
+def test_boto3_is_imported_only_for_object_storage(
+    tmp_path: Path, uri: str, boto3_loaded: bool
+) -> None:
+    code = (
+        "import sys\n"
+        "from modelserver.cli import main\n"
+        f"main(['fetch', '--attempts', '1', '{uri}', '{tmp_path / 'out'}'])\n"
+        "print('boto3 loaded:', 'boto3' in sys.modules)\n"
+    )
+    env = {
+        **_without_settings(os.environ),
+        **HERMETIC_AWS,
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.stdout.splitlines()[-1] == f"boto3 loaded: {boto3_loaded}", result.stderr
 
 
 def test_a_file_already_there_with_the_right_sha256_is_not_downloaded_again(

@@ -72,6 +72,8 @@ class Fetched:
 
 
 class Sink(Protocol):
+    """Where a scheme module writes the bytes (the partial file, hashed on the way)."""
+
     def write(self, data: bytes, /) -> object: ...
 
 
@@ -122,22 +124,32 @@ def fetch(
     if attempts < 1:
         raise FetchError(f"attempts must be at least 1, got {attempts}")
     env = os.environ if env is None else env
-    if expected and dest.is_file() and file_digest(dest, "sha256") == expected:
+    if expected and _holds(dest, expected):
         log.info("%s is already at %s (sha256 %s)", location.shown, dest, expected)
         return Fetched(uri, dest, expected, dest.stat().st_size)
     download: Download = importlib.import_module(
         f"{__package__}.{SCHEMES[location.scheme]}"
     ).download
-    for attempt in range(1, attempts + 1):
+    attempt = 1
+    while True:
         try:
             return _attempt(download, location, dest, expected, env, timeout_s)
         except TransientError as error:
             if attempt == attempts:
-                raise TransientError(f"{error} (gave up after {attempts} attempts)") from None
+                tries = f"{attempts} attempts" if attempts > 1 else "1 attempt"
+                raise TransientError(f"{error} (gave up after {tries})") from None
             delay = min(MAX_BACKOFF_S, backoff_s * 2 ** (attempt - 1))
             log.warning("attempt %d of %d: %s; retrying in %.1fs", attempt, attempts, error, delay)
             sleep(delay)
-    raise AssertionError("unreachable")  # pragma: no cover
+            attempt += 1
+
+
+def _holds(dest: Path, sha256: str) -> bool:
+    """Whether `dest` is already the file wanted (an init container restarted in its pod)."""
+    try:
+        return dest.is_file() and file_digest(dest, "sha256") == sha256
+    except OSError:
+        return False
 
 
 def _attempt(
@@ -150,7 +162,7 @@ def _attempt(
 ) -> Fetched:
     try:
         with partial_file(dest) as partial:
-            sink = _HashingSink(partial, dest)
+            sink = _HashingSink(partial, f"{location.shown}: cannot write {dest}")
             download(location, sink, env, timeout_s)
             digest = sink.digest.hexdigest()
             if expected and digest != expected:
@@ -158,21 +170,25 @@ def _attempt(
                     f"{location.shown}: sha256 is {digest}, expected {expected}; "
                     f"nothing written to {dest}"
                 )
-    except OSError as error:
+    except OSError as error:  # making, syncing or renaming the partial file
         raise FetchError(f"{location.shown}: cannot write {dest}: {error.strerror}") from None
     return Fetched(location.uri, dest, digest, sink.size)
 
 
 class _HashingSink:
-    """Writes to the partial file while hashing; a local write error is permanent."""
+    """Writes to the partial file while hashing; a local write error (a full emptyDir) is
+    permanent, and said as such, whatever the scheme module catches around it."""
 
-    def __init__(self, out: IO[bytes], dest: Path) -> None:
-        self.out, self.dest = out, dest
+    def __init__(self, out: IO[bytes], failure: str) -> None:
+        self.out, self.failure = out, failure
         self.digest = hashlib.sha256()
         self.size = 0
 
     def write(self, data: bytes, /) -> int:
-        self.out.write(data)
+        try:
+            self.out.write(data)
+        except OSError as error:
+            raise FetchError(f"{self.failure}: {error.strerror}") from None
         self.digest.update(data)
         self.size += len(data)
         return len(data)
