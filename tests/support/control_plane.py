@@ -156,8 +156,12 @@ class ControlPlane:
 
     # ---------- lifecycle ----------
     @classmethod
-    def start(cls, run_dir: Path | None = None) -> ControlPlane:
-        """Start a new plane on free ports in `run_dir` (default: a new temporary directory)."""
+    def start(cls, run_dir: Path | None = None, outlive: bool = False) -> ControlPlane:
+        """Start a new plane on free ports in `run_dir` (default: a new temporary directory).
+
+        Unless `outlive`, a watcher stops it when this process ends without `down()` (a test
+        session killed by a timeout, say): a forgotten plane would keep its share of the CPUs.
+        """
         _check_prerequisites()
         run_dir = run_dir or Path(tempfile.mkdtemp(prefix="kubeclassify-k8s-"))
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -165,6 +169,14 @@ class ControlPlane:
         plane = cls(run_dir, ports, owned=True)
         (run_dir / "audit-policy.yaml").write_text(AUDIT_POLICY)
         (run_dir / "plane.json").write_text(json.dumps({"ports": ports}))
+        if not outlive:
+            subprocess.Popen(
+                [sys.executable, __file__, "reap", str(os.getpid()), str(run_dir)],
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         try:
             plane.up()
         except PlaneError:
@@ -314,6 +326,22 @@ def rbac_triple(event: dict[str, Any]) -> Triple | None:
     return ref.get("apiGroup", ""), resource, event["verb"]
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _reap(owner: int, run_dir: Path) -> None:
+    """Wait while the owner lives and the plane is not stopped; then stop it."""
+    while _alive(owner) and (run_dir / "plane.json").exists():
+        time.sleep(2)
+    if (run_dir / "plane.json").exists():
+        ControlPlane.described(run_dir).down()
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -321,10 +349,15 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("run_dir", type=Path, nargs="?")
     down = commands.add_parser("down", help="stop a plane and delete its run directory")
     down.add_argument("run_dir", type=Path)
+    reap = commands.add_parser("reap", help="stop the plane once process PID has ended")
+    reap.add_argument("pid", type=int)
+    reap.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
-    if args.command == "up":
+    if args.command == "reap":
+        _reap(args.pid, args.run_dir)
+    elif args.command == "up":
         try:
-            plane = ControlPlane.start(args.run_dir)
+            plane = ControlPlane.start(args.run_dir, outlive=True)
         except PlaneError as error:
             sys.exit(f"control plane: {error}")
         print(f"export {RUN_ENV}={plane.run_dir}")
