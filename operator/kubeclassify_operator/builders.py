@@ -6,12 +6,23 @@ unit-tested table-driven and validated against the official Kubernetes schemas.
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
+from urllib.parse import unquote
 
 from kubernetes.utils import parse_quantity
 
-from kubeclassify_operator.spec import GROUP, KIND, VERSION, ImageClassifierSpec
+from kubeclassify_operator.spec import (
+    GROUP,
+    KIND,
+    MODEL_FORMATS,
+    REMOTE_SCHEMES,
+    VERSION,
+    ImageClassifierSpec,
+    ModelSource,
+    suffix_of,
+)
 
 APP_NAME = "kubeclassify"
 MANAGER = "kubeclassify-operator"
@@ -24,6 +35,19 @@ GRPC_PORT_NAME = "grpc"
 LAST_APPLIED = f"{GROUP}/last-applied"
 # Names the pod template a pod was made from, so the status can ignore an older template's pods.
 TEMPLATE_HASH = f"{GROUP}/template-hash"
+
+# A model from spec.modelSource: downloads land in an emptyDir, claims are mounted here.
+DOWNLOAD_VOLUME = "model"
+DOWNLOAD_DIR = "/models"
+PVC_ROOT = "/mnt/pvc"  # where `modelserver fetch` looks for pvc:// too (MODEL_PVC_ROOT)
+FETCH_MODEL, FETCH_WEIGHTS, FETCH_LABELS = "fetch-model", "fetch-weights", "fetch-labels"
+FETCH_CONTAINERS = (FETCH_MODEL, FETCH_WEIGHTS, FETCH_LABELS)
+# A streaming download needs little; the pod's request is the larger of this and the server's.
+FETCH_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
+# The file name a downloaded model takes: the server reads the format from the extension.
+_FORMAT_SUFFIX = {fmt: suffix for suffix, fmt in MODEL_FORMATS.items()}
+# Names the model source the pods were made for, so a changed source rolls them out.
+MODEL_SOURCE_HASH = f"{GROUP}/model-source-hash"
 
 # SIGTERM makes the server drain in-flight requests for up to ~30 s; leave headroom.
 TERMINATION_GRACE_SECONDS = 45
@@ -111,7 +135,7 @@ class PodPart:
         return PodPart(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(PodPart)))
 
 
-def _env(values: dict[str, object]) -> tuple[dict[str, Any], ...]:
+def _env(values: Mapping[str, object]) -> tuple[dict[str, Any], ...]:
     return tuple({"name": key, "value": str(value)} for key, value in values.items())
 
 
@@ -124,8 +148,105 @@ def _http_part(spec: ImageClassifierSpec) -> PodPart:
 
 
 def _model_part(spec: ImageClassifierSpec) -> PodPart:
-    """The model to serve."""
-    return PodPart(env=_env({"MODEL_NAME": spec.model}))
+    """The model to serve: the built-in one, or spec.modelSource's file (see `_source_part`)."""
+    part = PodPart(env=_env({"MODEL_NAME": spec.model}))
+    return part if spec.model_source is None else part + _source_part(spec, spec.model_source)
+
+
+def _source_part(spec: ImageClassifierSpec, source: ModelSource) -> PodPart:
+    """Where MODEL_FILE and MODEL_LABELS point, and how the files get there: downloads by init
+    containers into an emptyDir, claims mounted read-only, image paths as they are.
+
+    The pod template carries a hash of the source, so a changed source rolls the pods out
+    and an unchanged one never does."""
+    model = _place(source.storage_uri, f"model{_FORMAT_SUFFIX[source.model_format]}")
+    labels = None
+    if source.labels_uri is not None:
+        labels = _place(source.labels_uri, f"labels{suffix_of(source.labels_uri)}")
+    env = {"MODEL_FILE": model.path} | ({"MODEL_LABELS": labels.path} if labels else {})
+    part = PodPart(
+        env=_env(env),
+        annotations=((MODEL_SOURCE_HASH, _digest(source.model_dump(by_alias=True))),),
+    )
+    downloads: list[tuple[str, list[str]]] = []  # (init container, `modelserver fetch` args)
+    if model.remote:
+        args = [source.storage_uri, model.path]
+        args += ["--sha256", source.sha256.lower()] if source.sha256 else []
+        if labels and labels.remote:
+            args += ["--labels-uri", labels.uri, "--labels-dest", labels.path]
+        downloads.append((FETCH_MODEL, args))
+        if source.model_format == "openvino":  # an IR's weights lie beside its .xml
+            bin_uri = source.storage_uri.removesuffix(".xml") + ".bin"
+            downloads.append((FETCH_WEIGHTS, [bin_uri, f"{DOWNLOAD_DIR}/model.bin"]))
+    elif labels and labels.remote:
+        downloads.append((FETCH_LABELS, [labels.uri, labels.path]))
+    if downloads:
+        part += PodPart(
+            mounts=({"name": DOWNLOAD_VOLUME, "mountPath": DOWNLOAD_DIR, "readOnly": True},),
+            volumes=({"name": DOWNLOAD_VOLUME, "emptyDir": {"sizeLimit": str(source.size_limit)}},),
+            init_containers=tuple(_fetcher(spec, source, name, args) for name, args in downloads),
+        )
+    claims = dict.fromkeys(place.claim for place in (model, labels) if place and place.claim)
+    for index, claim in enumerate(claims):
+        volume = f"claim-{index}"
+        part += PodPart(
+            mounts=({"name": volume, "mountPath": f"{PVC_ROOT}/{claim}", "readOnly": True},),
+            volumes=(
+                {"name": volume, "persistentVolumeClaim": {"claimName": claim, "readOnly": True}},
+            ),
+        )
+    return part
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where the server finds one file of the source (`path`), and whether it is downloaded
+    there or is on a claim (`claim`) or in the image."""
+
+    uri: str
+    path: str
+    remote: bool = False
+    claim: str | None = None
+
+
+def _place(uri: str, name: str) -> _Place:
+    scheme, rest = uri.split("://", 1)
+    if scheme in REMOTE_SCHEMES:
+        return _Place(uri, f"{DOWNLOAD_DIR}/{name}", remote=True)
+    if scheme == "pvc":
+        claim, path = rest.split("/", 1)
+        return _Place(uri, f"{PVC_ROOT}/{claim}/{unquote(path)}", claim=claim)
+    return _Place(uri, unquote(rest))  # file:///path, in the image
+
+
+def _fetcher(
+    spec: ImageClassifierSpec, source: ModelSource, name: str, args: list[str]
+) -> dict[str, Any]:
+    """An init container running the server image's `modelserver fetch`: it writes the file
+    atomically, and its termination message is the file's sha256 or why the download failed.
+    Credentials come from the Secret by reference, to this container only."""
+    container: dict[str, Any] = {
+        "name": name,
+        "image": spec.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "command": ["modelserver", "fetch"],
+        "args": [*args, "--termination-log", "/dev/termination-log"],
+        "resources": FETCH_RESOURCES,
+        "securityContext": CONTAINER_SECURITY,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [
+            {"name": DOWNLOAD_VOLUME, "mountPath": DOWNLOAD_DIR},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+    if source.credentials_secret:
+        container["envFrom"] = [{"secretRef": {"name": source.credentials_secret}}]
+    return container
+
+
+def _digest(value: Any) -> str:
+    """A short stable digest of a JSON value."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _grpc_part(spec: ImageClassifierSpec) -> PodPart:
@@ -245,6 +366,8 @@ def _container(spec: ImageClassifierSpec, parts: PodPart) -> dict[str, Any]:
         "resources": _resources(spec),
         **_probes(),
         "securityContext": CONTAINER_SECURITY,
+        # A model that cannot load stops the server: its last log lines say why (ModelLoadFailed).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": list(parts.mounts),
     }
 
@@ -329,8 +452,7 @@ def build_deployment(
 
 
 def _hash(template: dict[str, Any]) -> str:
-    plain = json.dumps(_with_hash(template, None), sort_keys=True)
-    return hashlib.sha256(plain.encode()).hexdigest()[:16]
+    return _digest(_with_hash(template, None))
 
 
 def _with_hash(template: dict[str, Any], value: str | None) -> dict[str, Any]:

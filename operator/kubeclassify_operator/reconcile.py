@@ -30,6 +30,8 @@ _WARNING_REASONS = {
     "OOMKilled",
     "ProgressDeadlineExceeded",
     "Unschedulable",
+    status.MODEL_DOWNLOAD_FAILED,
+    status.MODEL_LOAD_FAILED,
     status.CHILD_CONFLICT,
 }
 

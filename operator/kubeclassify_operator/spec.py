@@ -11,7 +11,8 @@ reports `Ready=False, reason=InvalidSpec` with a message naming the field).
 import ipaddress
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -66,6 +67,8 @@ OWNED_ENV = {
     "MODEL_BACKEND": "set spec.runtime.backend instead",
     "MODEL_PRECISION": "set spec.runtime.precision instead",
     "GRPC_PORT": "set spec.server.grpc instead (the Service's grpc port targets it)",
+    "MODEL_FILE": "set spec.modelSource instead",
+    "MODEL_LABELS": "set spec.modelSource.labelsUri instead",
 }
 
 
@@ -527,6 +530,224 @@ class Runtime(_Model):
     one-line error."""
 
 
+# Where a model (or its labels) may come from. Each rule is checked by CEL in the CRD (so
+# `kubectl apply` refuses it) and by `_check_uri` (for objects stored before the rule).
+REMOTE_SCHEMES = ("s3", "gs", "https")
+LOCAL_SCHEMES = ("pvc", "file")
+URI_MAX_LENGTH = 2048
+_DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+MODEL_FORMATS = {".keras": "keras", ".tflite": "tflite", ".xml": "openvino"}
+LABEL_SUFFIXES = (".txt", ".json")
+
+
+@dataclass(frozen=True)
+class _UriRule:
+    """`pattern` must match (or, with `forbid`, must not) a URI starting with `prefix`."""
+
+    prefix: str
+    pattern: str
+    message: str
+    forbid: bool = False
+
+    def cel(self, field: str, optional: bool = False) -> JsonDict:
+        """The rule on the object holding `field`: a rule on the string itself would make the
+        API server echo the URI, credentials and all, in its refusal."""
+        uri = f"self.{field}"
+        test = f"{uri}.matches({_cel_string(self.pattern)})"
+        test = f"!{test}" if self.forbid else test
+        if self.prefix:
+            test = f"!{uri}.startsWith({_cel_string(self.prefix)}) || {test}"
+        rule = f"!has({uri}) || {test}" if optional else test
+        return _cel(rule, self.message, fieldPath=f".{field}")
+
+    def broken_by(self, uri: str) -> bool:
+        if not uri.startswith(self.prefix):
+            return False
+        return bool(re.search(self.pattern, uri)) == self.forbid
+
+
+_URI_RULES = (
+    _UriRule(
+        "",
+        "^(" + "|".join(REMOTE_SCHEMES + LOCAL_SCHEMES) + ")://",
+        "must start with s3://, gs://, https://, pvc:// or file://",
+    ),
+    _UriRule(
+        "",
+        r"^[a-z0-9]+://[^/@]*(/|$)",
+        "must not carry credentials (user:password@): name a Secret in credentialsSecret",
+    ),
+    _UriRule("s3://", r"^s3://[^/?#]+/[^?#]+$", "expected s3://BUCKET/KEY"),
+    _UriRule("gs://", r"^gs://[^/?#]+/[^?#]+$", "expected gs://BUCKET/KEY"),
+    _UriRule("https://", r"^https://[^/?#]+/[^#]+$", "expected https://HOST/PATH"),
+    _UriRule(
+        "pvc://",
+        rf"^pvc://{_DNS_SUBDOMAIN}/[^?#]+$",
+        "pvc:// needs a claim name and a path: pvc://CLAIM-NAME/PATH",
+    ),
+    _UriRule("file://", r"^file:///[^?#]+$", "expected file:///ABSOLUTE/PATH"),
+    _UriRule("", r"/\.\.(/|$)", "must not climb out of its volume or bucket with ..", forbid=True),
+)
+
+
+def _check_uri(uri: str) -> str:
+    broken = [rule.message for rule in _URI_RULES if rule.broken_by(uri)]
+    if broken:
+        raise ValueError(f"{redacted(uri)!r} {broken[0]}")
+    return uri
+
+
+SourceUri = Annotated[
+    str,
+    Field(min_length=1, max_length=URI_MAX_LENGTH),
+    AfterValidator(_check_uri),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": URI_MAX_LENGTH,
+        }
+    ),
+]
+"""A URI the fetcher (or a volume mount) can take (its CEL rules are ModelSource's)."""
+
+
+def redacted(uri: str) -> str:
+    """A URI fit for a status or a message: no user:password@, no query (a presigned URL's
+    signature)."""
+    uri = re.sub(r"^([^:/?#]*://)[^/?#]*@", r"\1", uri)
+    return re.sub(r"\?.*", "?…", uri, flags=re.DOTALL)
+
+
+def suffix_of(uri: str) -> str:
+    """The extension of the URI's last path segment (query ignored), e.g. `.tflite`."""
+    name = uri.split("?", 1)[0].rsplit("/", 1)[-1]
+    return "." + name.rsplit(".", 1)[1] if "." in name else ""
+
+
+def _has_suffix(field: str, suffixes: Iterable[str]) -> str:
+    """CEL: the URI in `field` ends in one of `suffixes` (before any query)."""
+    alternatives = "|".join(re.escape(suffix.removeprefix(".")) for suffix in suffixes)
+    pattern = rf"\.({alternatives})(\?.*)?$"
+    return f"self.{field}.matches({_cel_string(pattern)})"
+
+
+_REMOTE = "^(" + "|".join(REMOTE_SCHEMES) + ")://"
+_HAS_REMOTE = (
+    f"self.storageUri.matches({_cel_string(_REMOTE)}) || "
+    f"(has(self.labelsUri) && self.labelsUri.matches({_cel_string(_REMOTE)}))"
+)
+
+
+class ModelSource(_Model):
+    """A model file to serve instead of the built-in model (KServe's storageUri).
+
+    s3://, gs:// and https:// sources are downloaded by an init container (the server image's
+    `modelserver fetch`) into an emptyDir; pvc:// mounts the claim read-only and file:// is a
+    path in the image, neither copied."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_validations(
+            *(rule.cel("storageUri") for rule in _URI_RULES),
+            *(rule.cel("labelsUri", optional=True) for rule in _URI_RULES),
+            _cel(
+                f"has(self.format) || {_has_suffix('storageUri', MODEL_FORMATS)}",
+                "cannot tell the format from the URI's extension: set format",
+                fieldPath=".format",
+            ),
+            _cel(
+                f"!has(self.labelsUri) || {_has_suffix('labelsUri', LABEL_SUFFIXES)}",
+                "must name a .txt (one label a line) or .json labels file",
+                fieldPath=".labelsUri",
+            ),
+            _cel(
+                f"!has(self.sha256) || self.storageUri.matches({_cel_string(_REMOTE)})",
+                "is checked while downloading: pvc:// and file:// models are not downloaded",
+                fieldPath=".sha256",
+            ),
+            _cel(
+                f"!has(self.credentialsSecret) || {_HAS_REMOTE}",
+                "is only used to download from s3://, gs:// or https://",
+                fieldPath=".credentialsSecret",
+            ),
+        )
+    )
+
+    storage_uri: SourceUri
+    """Where the model file is: s3://BUCKET/KEY, gs://BUCKET/KEY, https://HOST/PATH (each
+    downloaded at pod start), pvc://CLAIM-NAME/PATH (the claim mounted read-only) or
+    file:///PATH (in the image)."""
+    format: Literal["keras", "tflite", "openvino"] | None = None
+    """keras, tflite or openvino (an IR's .xml; its .bin is taken from beside it); inferred
+    from the extension of storageUri (.keras, .tflite, .xml) when unset."""
+    labels_uri: SourceUri | None = None
+    """The labels: a .txt file (one a line) or Keras' class-index .json, a URI of the same
+    kinds. Unset: the model's own, or ImageNet's for a 1000-way model."""
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    """The model file's sha256 (64 hex digits); a download that differs fails. Setting a new
+    one rolls the pods out, which is how new contents under the same URI are served."""
+    credentials_secret: str | None = Field(
+        default=None, max_length=253, pattern=f"^{_DNS_SUBDOMAIN}$"
+    )
+    """A Secret in the classifier's namespace whose keys become the download's environment:
+    AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION (s3://, and gs://
+    with HMAC keys), MODEL_HTTP_BEARER_TOKEN or MODEL_HTTP_USERNAME and MODEL_HTTP_PASSWORD
+    (https://). Only the download container sees it, by reference."""
+    size_limit: Quantity = "2Gi"
+    """The most the downloaded files may take (the emptyDir's sizeLimit): the model's size
+    and its labels, with a margin."""
+
+    @property
+    def scheme(self) -> str:
+        return self.storage_uri.split("://", 1)[0]
+
+    @property
+    def model_format(self) -> str:
+        """The format given, else the one the extension names (the CRD ensures one does)."""
+        return self.format or MODEL_FORMATS.get(suffix_of(self.storage_uri), "")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelSource":
+        suffix = suffix_of(self.storage_uri)
+        if self.format is None and suffix not in MODEL_FORMATS:
+            raise FieldError(
+                "format",
+                f"cannot tell the format from the URI's extension ({suffix or 'none'}): set "
+                "format (keras, tflite or openvino)",
+            )
+        if self.scheme in LOCAL_SCHEMES and MODEL_FORMATS.get(suffix) != self.model_format:
+            raise FieldError(
+                "format",
+                f"{self.model_format} does not match the file name ({suffix or 'no extension'}):"
+                " a pvc:// or file:// model is not copied, and the server reads the format from"
+                " its extension (.keras, .tflite, .xml)",
+            )
+        if self.model_format == "openvino" and (suffix != ".xml" or "?" in self.storage_uri):
+            raise FieldError(
+                "storageUri",
+                "an OpenVINO IR must be named by its .xml, without a query: its .bin is "
+                "taken from beside it",
+            )
+        if self.labels_uri is not None and suffix_of(self.labels_uri) not in LABEL_SUFFIXES:
+            raise FieldError(
+                "labelsUri", "must name a .txt (one label a line) or .json labels file"
+            )
+        remote = self.scheme in REMOTE_SCHEMES
+        if self.sha256 is not None and not remote:
+            raise FieldError(
+                "sha256",
+                "is checked while downloading: pvc:// and file:// models are not downloaded",
+            )
+        labels_remote = self.labels_uri is not None and self.labels_uri.split("://")[0] in (
+            REMOTE_SCHEMES
+        )
+        if self.credentials_secret is not None and not (remote or labels_remote):
+            raise FieldError(
+                "credentialsSecret", "is only used to download from s3://, gs:// or https://"
+            )
+        return self
+
+
 # Scheduling: Kubernetes' own Affinity types, typed so that a misspelt key is an error (a
 # free-form object would silently drop it) and so that the CRD documents them.
 
@@ -725,6 +946,9 @@ class ImageClassifierSpec(_Model):
     """Model-server tuning, passed as the server's environment variables."""
     runtime: Runtime = Field(default_factory=Runtime, json_schema_extra=_EMPTY_DEFAULT)
     """The inference backend and precision."""
+    model_source: ModelSource | None = None
+    """A model file to serve instead of spec.model (from object storage, a URL, a
+    PersistentVolumeClaim or the image); unset: the built-in model."""
 
     @field_validator("pod_labels")
     @classmethod
@@ -733,6 +957,15 @@ class ImageClassifierSpec(_Model):
         if reserved:
             raise ValueError(f"must not set operator-owned labels: {', '.join(reserved)}")
         return labels
+
+    @model_validator(mode="after")
+    def _backend_runs_the_format(self) -> "ImageClassifierSpec":
+        source = self.model_source
+        if source and source.model_format == "openvino" and self.runtime.backend == "tensorflow":
+            raise FieldError(
+                "runtime.backend", "tensorflow cannot run an OpenVINO IR: use auto or openvino"
+            )
+        return self
 
     @model_validator(mode="after")
     def _ports_differ(self) -> "ImageClassifierSpec":

@@ -3,6 +3,7 @@
 The models here also generate the status part of the CRD schema.
 """
 
+import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -11,11 +12,13 @@ from pydantic.alias_generators import to_camel
 
 from kubeclassify_operator.builders import (
     CONTAINER_NAME,
+    FETCH_CONTAINERS,
+    FETCH_MODEL,
     GRPC_PORT_NAME,
     TEMPLATE_HASH,
     selector_string,
 )
-from kubeclassify_operator.spec import ImageClassifierSpec
+from kubeclassify_operator.spec import ImageClassifierSpec, redacted
 
 READY = "Ready"
 DEPLOYMENT_AVAILABLE = "DeploymentAvailable"
@@ -23,6 +26,21 @@ SERVICE_READY = "ServiceReady"
 CONDITION_TYPES = (READY, DEPLOYMENT_AVAILABLE, SERVICE_READY)
 CHILD_CONFLICT = "ChildConflict"
 ROLLING_OUT = "RollingOut"
+
+MODEL_DOWNLOAD_FAILED = "ModelDownloadFailed"
+MODEL_LOAD_FAILED = "ModelLoadFailed"
+# What the model server logs, last, when it cannot load its model and stops.
+LOAD_FAILURE_MARK = "cannot serve: "
+MESSAGE_LIMIT = 512
+IMAGENET_CLASSES = 1000
+_PROBLEM_ORDER = (
+    "OOMKilled",
+    "ImagePullBackOff",
+    MODEL_DOWNLOAD_FAILED,
+    MODEL_LOAD_FAILED,
+    "CrashLoopBackOff",
+    "Unschedulable",
+)
 
 # Waiting reasons of a container that mean "this will not fix itself soon".
 _IMAGE_PULL_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName"}
@@ -57,8 +75,14 @@ class ModelStatus(_Model):
     """The model the pods serve, and how."""
 
     source: str
-    """The built-in model's name, or spec.modelSource.storageUri (without credentials or
-    query)."""
+    """The built-in model's name, or spec.modelSource.storageUri (without its query)."""
+    format: str | None = None
+    """keras, tflite or openvino, for a model from spec.modelSource."""
+    sha256: str | None = None
+    """The sha256 of the model file a current pod downloaded (its fetch-model init
+    container's termination message); absent for the built-in model, pvc:// and file://."""
+    labels: int | None = None
+    """How many labels the model has, where known (1000 for the built-in ImageNet model)."""
     backend: str
     """The backend spec.runtime asks for; with auto the server picks per node (GET
     /v1/models/<name> on a pod says which)."""
@@ -186,6 +210,54 @@ def _oom_killed(cstat: dict[str, Any]) -> bool:
     return not back and last.get("reason") == "OOMKilled"
 
 
+def _fetch_statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    """The statuses of the operator's download init containers (see builders)."""
+    statuses = pod.get("status", {}).get("initContainerStatuses") or []
+    return [cstat for cstat in statuses if cstat.get("name") in FETCH_CONTAINERS]
+
+
+def _failed_download(cstat: dict[str, Any]) -> str | None:
+    """Why a download init container failed (its termination message), or None if it has
+    not failed or has since succeeded."""
+    now = cstat.get("state", {}).get("terminated")
+    if now is not None and now.get("exitCode") == 0:
+        return None
+    last = cstat.get("lastState", {}).get("terminated")
+    for ended in (now, last):
+        if ended is not None and ended.get("exitCode"):
+            return (
+                _last_line(ended.get("message", ""))
+                or ended.get("reason")
+                or "exit code " + str(ended["exitCode"])
+            )
+    return None
+
+
+def _load_failure(cstat: dict[str, Any]) -> str | None:
+    """Why the model server could not load its model: the line it logs before it stops
+    (`cannot serve: ...`), which FallbackToLogsOnError makes the termination message."""
+    for state in (cstat.get("state", {}), cstat.get("lastState", {})):
+        message = state.get("terminated", {}).get("message", "")
+        lines = [line for line in message.splitlines() if LOAD_FAILURE_MARK in line]
+        if lines:
+            return _clean(lines[-1].split(LOAD_FAILURE_MARK, 1)[1])
+    return None
+
+
+def _last_line(message: str) -> str:
+    lines = [line for line in message.splitlines() if line.strip()]
+    return _clean(lines[-1]) if lines else ""
+
+
+def _clean(text: str) -> str:
+    """A message fit for a condition: no credentials in URIs (user:password@, a presigned
+    query), one line, at most MESSAGE_LIMIT characters."""
+    text = re.sub(r"([a-z0-9]+://)[^/\s@]*@", r"\1", text.strip())
+    text = re.sub(r"(://[^\s?]*)\?\S*", r"\1?…", text)
+    text = re.sub(r"(?i)\b(\w*(?:secret|token|password|key)\w*)=\S+", r"\1=…", text)
+    return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + "…"
+
+
 def pod_problem(pods: list[dict[str, Any]]) -> Verdict | None:
     """The most telling reason why the instance's pods cannot become ready, if any."""
     found: dict[str, str] = {}
@@ -194,22 +266,34 @@ def pod_problem(pods: list[dict[str, Any]]) -> Verdict | None:
         for cond in pod.get("status", {}).get("conditions", []):
             if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
                 found.setdefault("Unschedulable", f"pod {name}: {cond.get('message', '')}".strip())
-        for cstat in _server_statuses(pod):
+        for cstat in _fetch_statuses(pod):
+            failure = _failed_download(cstat)
+            if failure:
+                found.setdefault(
+                    MODEL_DOWNLOAD_FAILED, f"pod {name}: {cstat['name']} failed: {failure}"
+                )
+        for cstat in _server_statuses(pod) + _fetch_statuses(pod):
             waiting = cstat.get("state", {}).get("waiting", {})
-            if _oom_killed(cstat):
+            if cstat.get("name") == CONTAINER_NAME and _oom_killed(cstat):
                 found.setdefault(
                     "OOMKilled",
                     f"pod {name}: the model server ran out of memory"
                     " (raise resources.limits.memory)",
                 )
+            load_failure = cstat.get("name") == CONTAINER_NAME and _load_failure(cstat)
+            if load_failure:
+                found.setdefault(
+                    MODEL_LOAD_FAILED, f"pod {name}: the model server cannot serve: {load_failure}"
+                )
             reason = waiting.get("reason")
             detail = f"pod {name}: {waiting.get('message', reason)}"
             if reason in _IMAGE_PULL_REASONS:
                 found.setdefault("ImagePullBackOff", detail)
-            elif reason == "CrashLoopBackOff":
+            elif reason == "CrashLoopBackOff" and cstat.get("name") == CONTAINER_NAME:
                 found.setdefault("CrashLoopBackOff", detail)
-    # OOM explains a crash loop better than the loop itself does.
-    for reason in ("OOMKilled", "ImagePullBackOff", "CrashLoopBackOff", "Unschedulable"):
+    # OOM explains a crash loop better than the loop itself does; so does a model that failed
+    # to download or load.
+    for reason in _PROBLEM_ORDER:
         if reason in found:
             return Verdict("False", reason, found[reason])
     return None
@@ -445,7 +529,7 @@ def compute_status(
         endpoint=endpoint,
         url=f"http://{endpoint}/predict" if endpoint else None,
         grpc_endpoint=endpoint_of(mine.service, GRPC_PORT_NAME) if spec.server.grpc else None,
-        model=model_status(spec),
+        model=model_status(spec, current_pods(deployment, mine.pods) if deployment else []),
     )
     result = status.model_dump(by_alias=True, exclude_none=True, exclude={"conditions"})
     result["conditions"] = merge_conditions(
@@ -454,15 +538,33 @@ def compute_status(
     return result
 
 
-def model_status(spec: ImageClassifierSpec) -> ModelStatus:
-    """What the pods serve, from the spec: the operator does not call the server."""
-    runtime = spec.runtime
+def model_status(spec: ImageClassifierSpec, pods: list[dict[str, Any]]) -> ModelStatus:
+    """What the pods serve: the source and runtime from the spec (the operator does not call
+    the server), the sha256 from the download's termination message."""
+    runtime, source = spec.runtime, spec.model_source
+    shown = redacted(source.storage_uri) if source else spec.model
     return ModelStatus(
-        source=spec.model,
+        source=shown,
+        format=source.model_format if source else None,
+        sha256=downloaded_sha256(pods) if source else None,
+        labels=None if source else IMAGENET_CLASSES,
         backend=runtime.backend,
         precision=runtime.precision,
-        summary=f"{spec.model} ({runtime.precision})",
+        summary=f"{shown} ({runtime.precision})",
     )
+
+
+def downloaded_sha256(pods: list[dict[str, Any]]) -> str | None:
+    """The model file's sha256 as `modelserver fetch` reported it (`fetched URI to PATH: N
+    bytes, sha256 HEX`, the model's line first) in a pod's fetch-model termination message."""
+    for pod in pods:
+        for cstat in _fetch_statuses(pod):
+            ended = cstat.get("state", {}).get("terminated") or {}
+            if cstat["name"] == FETCH_MODEL and ended.get("exitCode") == 0:
+                found = re.search(r"sha256 ([0-9a-f]{64})", ended.get("message", ""))
+                if found:
+                    return found.group(1)
+    return None
 
 
 def invalid_status(

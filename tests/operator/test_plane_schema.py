@@ -181,7 +181,9 @@ def test_defaults_are_visible_in_the_stored_object(
         "requests": {"cpu": "500m", "memory": "1Gi"},
         "limits": {"memory": "2Gi"},
     }
-    assert spec["service"] == {"type": "LoadBalancer", "port": 80}
+    assert spec["service"] == {"type": "LoadBalancer", "port": 80, "grpcPort": 8081}
+    assert spec["runtime"] == {"backend": "auto", "precision": "auto"}
+    assert spec["server"]["grpc"] is True and "modelSource" not in spec
     assert spec["server"]["topK"] == 5 and spec["server"]["threads"] == 32
 
 

@@ -236,6 +236,7 @@ def test_compute_status_reports_everything() -> None:
         "grpcEndpoint": "203.0.113.7:8081",
         "model": {
             "source": "resnet50",
+            "labels": 1000,
             "backend": "auto",
             "precision": "auto",
             "summary": "resnet50 (auto)",
