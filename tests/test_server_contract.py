@@ -6,14 +6,16 @@ together."""
 from __future__ import annotations
 
 import time
+import typing
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubeclassify_operator.builders import Owner, build_deployment
-from kubeclassify_operator.spec import parse_spec
+from kubeclassify_operator.spec import Runtime, parse_spec
 from modelserver.app import create_app
 from modelserver.config import DEFAULT_PORT, OPTIONS, Settings
+from modelserver.models.formats import BACKENDS, PRECISIONS
 
 
 def server_container(spec: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -36,6 +38,16 @@ def test_the_pod_environment_is_the_servers_defaults() -> None:
 def test_the_servers_settings_reach_it(server: dict[str, Any], queue_limit: int | None) -> None:
     env = {var["name"]: var["value"] for var in server_container({"server": server})["env"]}
     assert Settings.from_env(env).queue_limit == queue_limit
+
+
+def test_spec_runtime_offers_exactly_the_servers_backends_and_precisions() -> None:
+    hints = typing.get_type_hints(Runtime)
+    assert typing.get_args(hints["backend"]) == ("auto", *BACKENDS)
+    assert typing.get_args(hints["precision"]) == ("auto", *PRECISIONS)
+    runtime = {"backend": "openvino", "precision": "int8"}
+    env = {var["name"]: var["value"] for var in server_container({"runtime": runtime})["env"]}
+    settings = Settings.from_env(env)
+    assert (settings.backend, settings.precision) == ("openvino", "int8")
 
 
 def test_the_port_and_probe_paths_are_served(shared_dir: Path) -> None:
