@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import yaml
+from classifiers import classifier
 
 # Fixture helpers from conftest (test modules cannot import conftest), hence Any.
 Namespace = Any
@@ -24,17 +25,6 @@ S3_SOURCE = {
     "sha256": SHA,
     "credentialsSecret": "s3-models",
 }
-
-
-def classifier(name: str, spec: dict[str, Any]) -> str:
-    return yaml.safe_dump(
-        {
-            "apiVersion": "kubeclassify.io/v1alpha1",
-            "kind": "ImageClassifier",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-    )
 
 
 @pytest.mark.parametrize(
@@ -212,48 +202,30 @@ def now() -> str:
 
 
 def report_download(
-    ns: Namespace, pod: dict[str, Any], fetch_state: dict[str, Any], server: dict[str, Any]
+    ns: Namespace,
+    kubelet: Kubelet,
+    pod: dict[str, Any],
+    fetch_state: dict[str, Any],
+    server_state: dict[str, Any],
 ) -> None:
-    """Write the pod's status as the kubelet would while (or after) its init container ran."""
+    """Write the pod's status as the kubelet would once its init container ran: the server's
+    container (ready once running), then the init container's state."""
     name = pod["metadata"]["name"]
-    spec = pod["spec"]
-    done = fetch_state.get("terminated", {}).get("exitCode") == 0
-    ready = "running" in server.get("state", {}) and done
-    flag = "True" if ready else "False"
-    stamp = now()
-    conditions = [
-        {"type": type_, "status": status, "lastTransitionTime": stamp}
-        for type_, status in [
-            ("PodScheduled", "True"),
-            ("Initialized", "True" if done else "False"),
-            ("ContainersReady", flag),
-            ("Ready", flag),
-        ]
-    ]
-
-    def cstat(c: dict[str, Any], state: dict[str, Any], **extra: Any) -> dict[str, Any]:
-        return {
-            "name": c["name"],
-            "image": c["image"],
+    kubelet.container_status(ns, name, server_state, ready="running" in server_state)
+    statuses = [
+        {
+            "name": init["name"],
+            "image": init["image"],
             "imageID": "",
-            "ready": ready and c["name"] == "modelserver",
+            "ready": False,
             "restartCount": 0,
-            "state": state,
-            "lastState": {},
-            **extra,
+            "state": fetch_state,
         }
-
-    status = {
-        "phase": "Running" if done else "Pending",
-        "conditions": conditions,
-        "startTime": stamp,
-        "initContainerStatuses": [cstat(c, fetch_state) for c in spec["initContainers"]],
-        "containerStatuses": [
-            cstat(c, server.get("state", {}), started="running" in server.get("state", {}))
-            for c in spec["containers"]
-        ],
-    }
-    ns.cluster.patch(ns.path("pods", name, "status"), {"status": status})
+        for init in pod["spec"]["initContainers"]
+    ]
+    ns.cluster.patch(
+        ns.path("pods", name, "status"), {"status": {"initContainerStatuses": statuses}}
+    )
 
 
 def test_a_failed_download_is_model_download_failed_and_a_good_one_is_status_model(
@@ -274,8 +246,7 @@ def test_a_failed_download_is_model_download_failed_and_a_good_one_is_status_mod
             " not match the access key (AWS_SECRET_ACCESS_KEY)\n",
         }
     }
-    waiting = {"state": {"waiting": {"reason": "PodInitializing"}}}
-    report_download(ns, pod, failed, waiting)
+    report_download(ns, kubelet, pod, failed, {"waiting": {"reason": "PodInitializing"}})
     cond = ns.wait_condition("dl", "Ready", "False", "ModelDownloadFailed", timeout=WAIT)
     assert "fetch-model failed" in cond["message"]
     assert "the secret key does not match the access key" in cond["message"]
@@ -293,7 +264,7 @@ def test_a_failed_download_is_model_download_failed_and_a_good_one_is_status_mod
             f"/models/labels.txt: 10484 bytes, sha256 {'0' * 64}\n",
         }
     }
-    report_download(ns, pod, fetched, {"state": {"running": {"startedAt": now()}}})
+    report_download(ns, kubelet, pod, fetched, {"running": {"startedAt": now()}})
     ns.wait_for("services", "dl", timeout=WAIT)
     kubelet.assign_ingress(ns, "dl", "203.0.113.21")
     ns.wait_condition("dl", "Ready", "True", "AllReplicasReady", timeout=WAIT)

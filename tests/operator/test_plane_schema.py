@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+from classifiers import classifier
 
 # Fixture helpers from conftest (test modules cannot import conftest), hence Any.
 Namespace = Any
@@ -18,17 +19,6 @@ ControlPlane = Any
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT = 30
-
-
-def classifier(name: str, spec: dict[str, Any]) -> str:
-    return yaml.safe_dump(
-        {
-            "apiVersion": "kubeclassify.io/v1alpha1",
-            "kind": "ImageClassifier",
-            "metadata": {"name": name},
-            "spec": spec,
-        }
-    )
 
 
 @pytest.mark.parametrize(
