@@ -10,11 +10,13 @@ Tests drive either over HTTP, the way kubectl and controllers would.
 """
 
 import contextlib
+import ctypes
 import datetime
 import itertools
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -249,6 +251,15 @@ def faults(emulator: EmulatorThread) -> Iterator[list[Fault]]:
     armed.clear()
 
 
+_PRCTL = ctypes.CDLL(None).prctl  # looked up here: the child after fork only calls it
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the test session dies, killed or not (Linux prctl
+    PR_SET_PDEATHSIG), so no operator outlives it acting on a plane."""
+    _PRCTL(1, signal.SIGTERM)
+
+
 class OperatorProcess:
     """One `kubeclassify-operator` process; it can be killed and started again (same identity)."""
 
@@ -270,6 +281,7 @@ class OperatorProcess:
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
             )
         self.process = process
 
