@@ -14,7 +14,7 @@ import pytest
 from kubeclassify_operator.builders import Owner, build_deployment
 from kubeclassify_operator.spec import Runtime, parse_spec
 from modelserver.app import create_app
-from modelserver.config import DEFAULT_PORT, OPTIONS, Settings
+from modelserver.config import DEFAULT_GRPC_PORT, DEFAULT_PORT, OPTIONS, Settings
 from modelserver.models.formats import BACKENDS, PRECISIONS
 
 
@@ -50,9 +50,20 @@ def test_spec_runtime_offers_exactly_the_servers_backends_and_precisions() -> No
     assert (settings.backend, settings.precision) == ("openvino", "int8")
 
 
+@pytest.mark.parametrize("grpc", [True, False])
+def test_the_grpc_port_is_the_one_the_server_listens_on(grpc: bool) -> None:
+    container = server_container({"server": {"grpc": grpc}})
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    env = {var["name"]: var["value"] for var in container["env"]}
+    assert ports.get("grpc", 0) == Settings.from_env(env).grpc_port
+    assert ports == (
+        {"http": DEFAULT_PORT, "grpc": DEFAULT_GRPC_PORT} if grpc else {"http": DEFAULT_PORT}
+    )
+
+
 def test_the_port_and_probe_paths_are_served(shared_dir: Path) -> None:
     container = server_container()
-    assert [port["containerPort"] for port in container["ports"]] == [DEFAULT_PORT]
+    assert container["ports"][0]["containerPort"] == DEFAULT_PORT
     models = shared_dir / "models"
     app = create_app(
         Settings(
