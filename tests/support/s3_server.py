@@ -89,6 +89,7 @@ def running_s3_server(directory: Path, timeout_s: float = 60) -> Iterator[S3Serv
             "-ip.bind=127.0.0.1",
             *(f"-{flag}={port}" for flag, port in ports.items()),
             f"-filer.localSocket={directory / 'filer.sock'}",
+            f"-s3.localSocket={directory / 's3.sock'}",
             "-master.volumeSizeLimitMB=64",
             "-volume.max=8",
             "-s3",
@@ -111,6 +112,11 @@ def running_s3_server(directory: Path, timeout_s: float = 60) -> Iterator[S3Serv
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        # Each gRPC server also listens on a socket in /tmp that no flag moves.
+        for name in flags:
+            Path(f"/tmp/seaweedfs-{name}-grpc-{ports[name + '.port.grpc']}.sock").unlink(
+                missing_ok=True
+            )
 
 
 def _wait_until_writable(server: S3Server, timeout_s: float) -> None:
