@@ -283,7 +283,7 @@ class Proc:
 
 
 def start_operator(kubeconfig: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """The installed console command, cluster-wide with peering, as deploy/ runs it."""
+    """The installed console command, cluster-wide; standalone (kmock serves no Leases)."""
     command = shutil.which("kubeclassify-operator", path=str(Path(sys.executable).parent))
     if not command:
         sys.exit("install the operator first: make install-dev")
@@ -292,7 +292,10 @@ def start_operator(kubeconfig: Path, log_path: Path) -> tuple[subprocess.Popen[b
     env.pop("KUBERNETES_SERVICE_HOST", None)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [command, "--liveness", liveness], env=env, stdout=log, stderr=subprocess.STDOUT
+            [command, "--standalone", "--liveness", liveness],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

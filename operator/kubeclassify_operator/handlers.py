@@ -1,10 +1,10 @@
 """kopf glue: every trigger runs the same level-based `reconcile` for the affected classifier."""
 
+import asyncio
 import logging
 import threading
-import time
 from collections import defaultdict
-from typing import Any, cast
+from typing import Any
 
 import kopf
 import urllib3
@@ -12,8 +12,16 @@ from kubernetes.client.exceptions import ApiException
 
 from kubeclassify_operator import status
 from kubeclassify_operator.builders import MANAGER
-from kubeclassify_operator.kube import CLASSIFIERS, Kube, load_config
-from kubeclassify_operator.reconcile import EventPoster, reconcile
+from kubeclassify_operator.kube import (
+    CLASSIFIERS,
+    EVENTS,
+    USER_AGENT,
+    Kube,
+    describe,
+    load_config,
+    namespace_terminating,
+)
+from kubeclassify_operator.reconcile import EventPoster, reconcile, utcnow
 from kubeclassify_operator.spec import GROUP, PLURAL, VERSION
 
 MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
@@ -28,6 +36,11 @@ MAX_RETRY_AFTER = 60.0
 # While a same-name stranger blocks a child, look again this often (it may carry none of our
 # labels, so its deletion triggers no event here).
 CONFLICT_RECHECK_SECONDS = 5.0
+# Shutdown must fit the Deployment's 30 s grace period even with the API server gone: kopf's
+# own requests are bounded, and kopf is killed if its stop takes longer than this.
+KOPF_CONNECT_TIMEOUT = 5.0
+KOPF_REQUEST_TIMEOUT = 30.0
+KOPF_EXIT_TIMEOUT = 15.0
 
 logger = logging.getLogger(__name__)
 
@@ -41,48 +54,72 @@ _handled_versions: dict[tuple[str, str, str], str] = {}
 # Classifiers with a recheck pending (see _recheck_later).
 _rechecks: set[tuple[str, str]] = set()
 _rechecks_lock = threading.Lock()
+# Set when the operator stops: retry pauses end at once and no new pass starts.
+_stopping = threading.Event()
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Keep kopf's bookkeeping in our own annotations: the status belongs to the CRD schema."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
     )
-    kube = Kube(load_config())
-    memo["kube"] = kube
-    if not settings.peering.standalone:
-        ensure_peering(kube, settings.peering.name, memo.get("namespaces", []))
+    settings.networking.connect_timeout = KOPF_CONNECT_TIMEOUT
+    settings.networking.request_timeout = KOPF_REQUEST_TIMEOUT
+    settings.process.ultimate_exiting_timeout = KOPF_EXIT_TIMEOUT
+    memo["kube"] = Kube(load_config())
+    # Where conflict rechecks are queued and run: kopf's loop and kopf's handler threads.
+    memo["loop"] = asyncio.get_running_loop()
+    memo["executor"] = settings.execution.executor
 
 
-def ensure_peering(kube: Kube, name: str, namespaces: list[str]) -> None:
-    """Create the peering object(s) replicas meet in, so `kubectl apply -k` needs one pass.
+@kopf.on.cleanup()
+async def stopping(**_: Any) -> None:
+    """kopf has stopped (however it was told): no pass starts any more."""
+    stop_passes()
 
-    (A custom resource cannot be applied in the same pass as its CRD.)
+
+def _poster(kube: Kube, body: dict[str, Any]) -> EventPoster:
+    """Events go on the classifier, where `kubectl describe ic` shows them.
+
+    Posted with our own client, at once and from any thread (kopf.event needs kopf's context
+    and retries a refused Event for a minute). One attempt: a pass re-run after a failure
+    would find nothing new to announce, so a lost Event is logged instead.
     """
-    if namespaces:
-        targets = [
-            (f"/apis/kopf.dev/v1/namespaces/{ns}/kopfpeerings", "KopfPeering") for ns in namespaces
-        ]
-    else:
-        targets = [("/apis/kopf.dev/v1/clusterkopfpeerings", "ClusterKopfPeering")]
-    for path, kind in targets:
-        body = {"apiVersion": "kopf.dev/v1", "kind": kind, "metadata": {"name": name}}
-        try:
-            kube.request("POST", path, body)
-        except ApiException as exc:
-            if exc.status != 409:  # 409: it exists already, which is all we need
-                raise
-
-
-def _poster(body: dict[str, Any]) -> EventPoster:
-    """Events go on the classifier, where `kubectl describe ic` shows them."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    involved = {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "name": name,
+        "namespace": namespace,
+        "uid": meta["uid"],
+    }
 
     def post(type_: str, reason: str, message: str) -> None:
-        kopf.event(
-            kopf.Body(cast(kopf.RawBody, body)), type=type_, reason=reason, message=message[:1024]
-        )
+        now = utcnow()
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
+            "involvedObject": involved,
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "source": {"component": USER_AGENT},
+            "reportingComponent": USER_AGENT,
+        }
+        try:
+            kube.create(EVENTS, namespace, event)
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            if not namespace_terminating(exc):
+                logger.warning(
+                    "%s Event %s not posted: %s", ref(namespace, name), reason, describe(exc)
+                )
 
     return post
 
@@ -91,9 +128,9 @@ def _poster(body: dict[str, Any]) -> EventPoster:
 @kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_SECONDS)
 @kopf.on.update(GROUP, VERSION, PLURAL, backoff=RETRY_SECONDS)
 def classifier_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """The classifier was created, edited, or found at startup."""
+    """The classifier was created, edited, or found at startup (kopf retries a failure)."""
     if namespace:  # always set: the resource is namespaced
-        _reconcile_fresh(memo["kube"], namespace, name)
+        _reconcile_fresh(memo, namespace, name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
@@ -112,61 +149,105 @@ def child_changed(
     version = body.metadata.get("resourceVersion")
     if type != "DELETED" and version and _handled_versions.get(child) == version:
         return  # this very version was reconciled already: a re-list after a watch reconnect
-    _reconcile_fresh(memo["kube"], namespace, name)
+    if not _pass_logged(memo, namespace, name, f"{resource.kind} {child[2]} {type or 'listed'}"):
+        return
     if type == "DELETED":
         _handled_versions.pop(child, None)
     elif version:
         _handled_versions[child] = version
 
 
-def _reconcile_fresh(kube: Kube, namespace: str, name: str) -> None:
-    with _locks[namespace, name]:
-        for attempt, pause in enumerate((*PASS_BACKOFFS, None), start=1):
-            try:
-                owner = kube.get(CLASSIFIERS, namespace, name)
-                if owner is None or owner["metadata"].get("deletionTimestamp"):
-                    return  # the classifier is gone; garbage collection removes the rest
-                new = reconcile(kube, owner, _poster(owner))
-                if status.in_conflict(new):
-                    _recheck_later(kube, namespace, name)
+def ref(namespace: str, name: str) -> str:
+    """How log lines name a classifier (kopf's own prefix for the objects it logs about)."""
+    return f"[{namespace}/{name}]"
+
+
+def _pass_logged(memo: kopf.Memo, namespace: str, name: str, why: str) -> bool:
+    """A pass that kopf will not retry: its failure is logged here, naming the classifier
+    (kopf would name the child whose event started it); the next event or recheck retries."""
+    try:
+        _reconcile_fresh(memo, namespace, name)
+    except (ApiException, urllib3.exceptions.HTTPError) as exc:
+        logger.error("%s Pass after %s failed: %s", ref(namespace, name), why, describe(exc))
+        return False
+    except Exception:
+        logger.exception("%s Pass after %s failed", ref(namespace, name), why)
+        return False
+    return True
+
+
+def _reconcile_fresh(memo: kopf.Memo, namespace: str, name: str) -> None:
+    if not _stopping.is_set():
+        with _locks[namespace, name]:
+            _retried_pass(memo, namespace, name)
+
+
+def _retried_pass(memo: kopf.Memo, namespace: str, name: str) -> None:
+    kube: Kube = memo["kube"]
+    for attempt, pause in enumerate((*PASS_BACKOFFS, None), start=1):
+        try:
+            owner = kube.get(CLASSIFIERS, namespace, name)
+            if owner is None or owner["metadata"].get("deletionTimestamp"):
+                return  # the classifier is gone; garbage collection removes the rest
+            new = reconcile(kube, owner, _poster(kube, owner))
+            _log_outcome(namespace, name, owner.get("status") or {}, new)
+            if status.in_conflict(new):
+                _recheck_later(memo, namespace, name)
+            return
+        except (ApiException, urllib3.exceptions.HTTPError) as exc:
+            if namespace_terminating(exc):
+                logger.debug("%s Namespace being deleted: nothing to do", ref(namespace, name))
                 return
-            except (ApiException, urllib3.exceptions.HTTPError) as exc:
-                delay = retry_delay(exc, pause)
-                if delay is None:
-                    raise
-                logger.warning(
-                    "Pass %d for %s/%s failed (%s); retrying in %.1fs",
-                    attempt,
-                    namespace,
-                    name,
-                    _describe(exc),
-                    delay,
-                )
-                time.sleep(delay)
+            delay = retry_delay(exc, pause)
+            if delay is None or _stopping.is_set():
+                raise
+            logger.warning(
+                "%s Pass %d failed (%s); retrying in %.1fs",
+                ref(namespace, name),
+                attempt,
+                describe(exc),
+                delay,
+            )
+            if _stopping.wait(delay):
+                return  # the operator is stopping; the next leader's first pass redoes it
 
 
-def _recheck_later(kube: Kube, namespace: str, name: str) -> None:
+def _log_outcome(namespace: str, name: str, before: dict[str, Any], after: dict[str, Any]) -> None:
+    """A rejected spec is a warning, once per rejection; routine passes are debug."""
+    ready = status.ready_condition(after) or {}
+    if ready.get("reason") == "InvalidSpec" and ready != status.ready_condition(before):
+        logger.warning("%s Spec rejected: %s", ref(namespace, name), ready.get("message"))
+    else:
+        logger.debug("%s Reconciled: %s", ref(namespace, name), ready.get("reason"))
+
+
+def stop_passes() -> None:
+    """Start no new pass, and end the retry pauses of those in flight at once."""
+    _stopping.set()
+
+
+def _recheck_later(memo: kopf.Memo, namespace: str, name: str) -> None:
     """Run one more pass in a while (one pending recheck per classifier at most).
 
-    Not a kopf timer: those put a finalizer on the classifier, and deletion must never wait
-    for the operator.
+    Queued in kopf's event loop, so it ends with the operator (no thread of its own outlives
+    it). Not a kopf timer: those put a finalizer on the classifier, and deletion must never
+    wait for the operator.
     """
     with _rechecks_lock:
         if (namespace, name) in _rechecks:
             return
         _rechecks.add((namespace, name))
-    timer = threading.Timer(CONFLICT_RECHECK_SECONDS, _recheck, (kube, namespace, name))
-    timer.daemon = True
-    timer.start()
+    loop: asyncio.AbstractEventLoop = memo["loop"]
 
+    def run() -> None:
+        with _rechecks_lock:
+            _rechecks.discard((namespace, name))
+        _pass_logged(memo, namespace, name, "a recheck of a conflict")
 
-def _recheck(kube: Kube, namespace: str, name: str) -> None:
-    with _rechecks_lock:
-        _rechecks.discard((namespace, name))
-    try:
-        _reconcile_fresh(kube, namespace, name)
-    except Exception:  # a thread of our own: nobody else would log it; the next event retries
-        logger.exception("Recheck of %s/%s failed", namespace, name)
+    def start() -> None:
+        loop.run_in_executor(memo["executor"], run)
+
+    loop.call_soon_threadsafe(loop.call_later, CONFLICT_RECHECK_SECONDS, start)
 
 
 def retry_delay(exc: Exception, pause: float | None) -> float | None:
@@ -185,9 +266,3 @@ def retry_delay(exc: Exception, pause: float | None) -> float | None:
     if retry_after.isdigit():
         return max(pause, min(float(retry_after), MAX_RETRY_AFTER))
     return pause
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, ApiException):
-        return f"HTTP {exc.status} {exc.reason}"
-    return repr(exc)

@@ -10,7 +10,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 import kubernetes
-from kubernetes.client import ApiClient
+import urllib3
+from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
 
 from kubeclassify_operator.spec import GROUP, PLURAL, VERSION
@@ -41,16 +42,23 @@ DEPLOYMENTS = Kind("/apis/apps/v1", "deployments")
 SERVICES = Kind("/api/v1", "services")
 HPAS = Kind("/apis/autoscaling/v2", "horizontalpodautoscalers")
 PODS = Kind("/api/v1", "pods")
+EVENTS = Kind("/api/v1", "events")
 CLASSIFIERS = Kind(f"/apis/{GROUP}/{VERSION}", PLURAL)
 
 
-def load_config() -> ApiClient:
-    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG honoured)."""
+def load_config(retries: int | None = None) -> ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (KUBECONFIG honoured).
+
+    `retries`: urllib3's silent retries of a call (its default when None); a caller with a
+    deadline of its own passes 0, as every retry costs another full timeout.
+    """
     try:
         kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-    api = ApiClient()
+    config = Configuration.get_default_copy()
+    config.retries = retries
+    api = ApiClient(config)
     api.user_agent = USER_AGENT  # tells its requests from kopf's in audit logs (and tests)
     return api
 
@@ -67,6 +75,7 @@ class Kube:
         *,
         query: dict[str, str] | None = None,
         content_type: str = "application/json",
+        timeout: tuple[float, float] = REQUEST_TIMEOUT,
     ) -> dict[str, Any] | None:
         """One API call; returns the JSON answer, or None for 404."""
         if query:
@@ -79,7 +88,7 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self.api.call_api(*params, _request_timeout=REQUEST_TIMEOUT)
+        response = self.api.call_api(*params, _request_timeout=timeout)
         data: bytes = response.read()  # type: ignore[no-untyped-call]
         if response.status == 404:
             return None
@@ -112,3 +121,23 @@ class Kube:
             for item in answer.get("items", [])
             if selector.items() <= item.get("metadata", {}).get("labels", {}).items()
         ]
+
+
+def namespace_terminating(exc: Exception) -> bool:
+    """A write refused because its namespace is being deleted: nothing is left to do there."""
+    if not isinstance(exc, ApiException) or exc.status != 403 or not exc.body:
+        return False
+    try:
+        causes = json.loads(exc.body).get("details", {}).get("causes", [])
+    except ValueError:
+        return False
+    return any(cause.get("reason") == "NamespaceTerminating" for cause in causes)
+
+
+def describe(exc: Exception) -> str:
+    """A failed call in a few words, for a log line."""
+    if isinstance(exc, ApiException):
+        return f"HTTP {exc.status} {exc.reason}"
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        exc = exc.reason
+    return f"{type(exc).__name__}: {exc}"

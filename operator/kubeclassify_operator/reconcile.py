@@ -72,11 +72,13 @@ def reconcile(kube: Kube, body: dict[str, Any], post: EventPoster) -> dict[str, 
         )
         news = status.replicas_news(spec, previous)
     if new != previous:
-        patch = builders.merge_patch(previous, new)
-        kube.patch(CLASSIFIERS, owner.namespace, owner.name, {"status": patch}, sub="status")
+        # Events first: whoever sees the new status finds its Event already there (a status
+        # write that fails and is retried may announce twice, never zero times).
         _announce_readiness(status.ready_condition(previous), status.ready_condition(new), post)
         if news:
             post("Warning", "ReplicasIgnored", news)
+        patch = builders.merge_patch(previous, new)
+        kube.patch(CLASSIFIERS, owner.namespace, owner.name, {"status": patch}, sub="status")
     return new
 
 

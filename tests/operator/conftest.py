@@ -38,7 +38,6 @@ REPO = Path(__file__).resolve().parents[2]
 # What `kubectl apply -k deploy/` installs, minus the operator's own Deployment.
 INSTALL = [
     "crds/imageclassifier.yaml",
-    "deploy/kopf-peering-crds.yaml",
     "deploy/namespace.yaml",
     "deploy/serviceaccount.yaml",
     "deploy/rbac.yaml",
@@ -316,8 +315,9 @@ class OperatorLauncher(Protocol):
 
 
 @contextlib.contextmanager
-def _operators(kubeconfig: Path, workdir: Path) -> Iterator[OperatorLauncher]:
-    """Start the installed `kubeclassify-operator` command (default: cluster-wide, peering)."""
+def _operators(kubeconfig: Path, workdir: Path, *defaults: str) -> Iterator[OperatorLauncher]:
+    """Start the installed `kubeclassify-operator` command (default: cluster-wide, electing a
+    leader in the Lease kubeclassify-system/kubeclassify-operator), `defaults` before `args`."""
     command = shutil.which("kubeclassify-operator", path=str(Path(sys.executable).parent))
     assert command, "install the operator: pip install -e operator"
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
@@ -325,9 +325,9 @@ def _operators(kubeconfig: Path, workdir: Path) -> Iterator[OperatorLauncher]:
     started: list[OperatorProcess] = []
 
     def launch(name: str, *args: str) -> OperatorProcess:
-        # POD_ID: kopf's identity among peers, as in deploy/.
+        # POD_ID: the replica's name in the Lease, as in deploy/.
         operator = OperatorProcess(
-            [command, *args], {**env, "POD_ID": name}, workdir / f"{name}.log"
+            [command, *defaults, *args], {**env, "POD_ID": name}, workdir / f"{name}.log"
         )
         started.append(operator)
         operator.start()
@@ -350,8 +350,8 @@ def kubeconfig(emulator: EmulatorThread, tmp_path_factory: pytest.TempPathFactor
 def launch_operator(
     kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorLauncher]:
-    """Operators against the emulator."""
-    with _operators(kubeconfig, tmp_path_factory.mktemp("operator")) as launch:
+    """Operators against the emulator (standalone: kmock serves no Leases to elect in)."""
+    with _operators(kubeconfig, tmp_path_factory.mktemp("operator"), "--standalone") as launch:
         yield launch
 
 
@@ -375,7 +375,7 @@ def ns(cluster: Cluster, operator_process: OperatorProcess) -> Namespace:
 
 @pytest.fixture(scope="session")
 def plane() -> Iterator[ControlPlane]:
-    """A real control plane with the CRDs, peering CRDs, namespace, ServiceAccount and RBAC of
+    """A real control plane with the CRDs, namespace, ServiceAccount and RBAC of
     deploy/ applied. Reuses the plane `.ci/run` started (KUBECLASSIFY_K8S_RUN), else starts one
     of its own (free ports, own run directory) and stops it after the session."""
     reuse = os.environ.get(RUN_ENV)
@@ -416,7 +416,7 @@ def launch_plane_operator(
 
 @pytest.fixture(scope="session")
 def plane_operator(launch_plane_operator: OperatorLauncher) -> OperatorProcess:
-    """The operator (cluster-wide, with peering) the real-plane tests share."""
+    """The operator (cluster-wide, leader of the Lease) the real-plane tests share."""
     return launch_plane_operator("plane-operator-1")
 
 

@@ -244,11 +244,11 @@ def test_deploy_kustomization_builds_valid_kubernetes() -> None:
     assert kinds == [
         "ClusterRole/kubeclassify-operator",
         "ClusterRoleBinding/kubeclassify-operator",
-        "CustomResourceDefinition/clusterkopfpeerings.kopf.dev",
         "CustomResourceDefinition/imageclassifiers.kubeclassify.io",
-        "CustomResourceDefinition/kopfpeerings.kopf.dev",
         "Deployment/kubeclassify-operator",
         "Namespace/kubeclassify-system",
+        "Role/kubeclassify-operator-leader",
+        "RoleBinding/kubeclassify-operator-leader",
         "ServiceAccount/kubeclassify-operator",
     ]
     for doc in docs:

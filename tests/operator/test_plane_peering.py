@@ -1,9 +1,10 @@
-"""A new user's first run: a clean real cluster with only crds/ applied, no kopf peering CRDs.
+"""A new user's first run: a clean real cluster with only crds/ applied, nothing else of deploy/.
 
-The operator must not sit silent (kopf pauses every watch while the peering CRD is missing and
-says so only at DEBUG level). Either it falls back to standalone with a WARNING saying how to
-install peering and then works, or it exits non-zero naming deploy/kopf-peering-crds.yaml and
---standalone. This needs a plane of its own: the shared one has the peering CRDs installed.
+The operator must not sit silent (it once did: kopf paused every watch while its peering CRD
+was missing, and said so only at DEBUG level). Replicas now elect a leader in a Lease in
+kubeclassify-system, which does not exist yet: either the operator works anyway and says so
+at WARNING level, or it exits non-zero naming that namespace and --standalone. This needs a
+plane of its own: the shared one has deploy/'s namespace installed.
 """
 
 import os
@@ -19,7 +20,7 @@ from control_plane import ControlPlane
 from serving import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-PEERING_CRDS = "kopf-peering-crds.yaml"
+LEASE_NAMESPACE = "kubeclassify-system"
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +69,12 @@ def test_without_peering_crds_the_operator_works_or_says_why_not(
         if process.poll() is not None:
             # Refused to run: it must say why, and how to fix it.
             assert process.returncode != 0, output
-            assert PEERING_CRDS in output and "--standalone" in output, output
+            assert LEASE_NAMESPACE in output and "--standalone" in output, output
         else:
             # Runs: standalone, and it must have said so at WARNING level with the way out.
             assert made, f"the operator ran silently for 30 s and did nothing:\n{output}"
             warnings = [line for line in output.splitlines() if "WARNING" in line]
-            assert any(PEERING_CRDS in line for line in warnings), output
+            assert any(LEASE_NAMESPACE in line for line in warnings), output
     finally:
         if process.poll() is None:
             process.terminate()

@@ -44,9 +44,6 @@ RESOURCES: dict[str, kmock.ResourceInfo] = {
     "apiextensions.k8s.io/v1/customresourcedefinitions": kmock.ResourceInfo(
         kind="CustomResourceDefinition", namespaced=False
     ),
-    "kopf.dev/v1/clusterkopfpeerings": kmock.ResourceInfo(
-        kind="ClusterKopfPeering", namespaced=False
-    ),
 }
 for info in RESOURCES.values():
     info.verbs = {"get", "list", "watch", "create", "patch", "delete"}
