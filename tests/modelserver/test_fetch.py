@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -331,10 +332,12 @@ def test_a_truncated_download_is_retried_then_fails_with_nothing_written(
         fetch(
             uri, dest, env={"SSL_CERT_FILE": str(https.ca_bundle)}, attempts=3, sleep=waits.append
         )
-    assert str(failure.value) == (
-        f"{uri}: ChunkedEncodingError: Connection broken: IncompleteRead(150000 bytes read, "
-        "150000 more expected) (gave up after 3 attempts)"
-    )
+    # How much arrives before the close is the network's business; that it is short is not.
+    assert re.fullmatch(
+        re.escape(uri) + r": ChunkedEncodingError: Connection broken: IncompleteRead\(\d+ "
+        r"bytes read, \d+ more expected\) \(gave up after 3 attempts\)",
+        str(failure.value),
+    ), failure.value
     assert https.count("/truncated/blob.bin") - before == 3 and waits == [1.0, 2.0]
     assert leftovers(dest.parent) == []
 
