@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 from classifiers import classifier
+from kubeclassify_operator.builders import MODEL_SOURCE_HASH
 
 # Fixture helpers from conftest (test modules cannot import conftest), hence Any.
 Namespace = Any
@@ -351,3 +352,35 @@ def test_the_own_model_example_applies(plane: ControlPlane, plane_ns: Namespace)
     plane.kubectl("apply", "-n", ns.name, "-f", str(REPO / "examples" / "own-model-s3.yaml"))
     pod = ns.wait_for("deployments", "mobilenet", timeout=WAIT)["spec"]["template"]["spec"]
     assert container(pod, "fetch-model")["envFrom"] == [{"secretRef": {"name": "s3-models"}}]
+
+
+def test_a_changed_source_rolls_the_pods_and_an_unchanged_one_does_not(
+    plane_ns: Namespace,
+) -> None:
+    ns = plane_ns
+    ns.create_classifier("roll", {"modelSource": S3_SOURCE})
+    first = ns.wait_for("deployments", "roll", timeout=WAIT)
+    ns.cluster.wait(lambda: len(ns.items_of("replicasets")) == 1, WAIT, "the first ReplicaSet")
+    annotations = first["spec"]["template"]["metadata"]["annotations"]
+    # A change beside the source (a new replica count) keeps the pod template: no new pods.
+    ns.cluster.patch(ns.path("imageclassifiers", "roll"), {"spec": {"replicas": 2}})
+    scaled = ns.wait_for(
+        "deployments", "roll", lambda d: d["spec"]["replicas"] == 2, "2 replicas", WAIT
+    )
+    assert scaled["spec"]["template"]["metadata"]["annotations"] == annotations
+    assert len(ns.items_of("replicasets")) == 1
+    # A new sha256 (new contents under the same URI): a new template, rolled out.
+    new_sha = "0" * 64
+    ns.cluster.patch(
+        ns.path("imageclassifiers", "roll"), {"spec": {"modelSource": {"sha256": new_sha}}}
+    )
+    rolled = ns.wait_for(
+        "deployments",
+        "roll",
+        lambda d: new_sha in str(d["spec"]["template"]["spec"]["initContainers"][0]["args"]),
+        "the new sha256",
+        WAIT,
+    )
+    new_annotations = rolled["spec"]["template"]["metadata"]["annotations"]
+    assert new_annotations[MODEL_SOURCE_HASH] != annotations[MODEL_SOURCE_HASH]
+    ns.cluster.wait(lambda: len(ns.items_of("replicasets")) == 2, WAIT, "a new ReplicaSet")
