@@ -157,8 +157,9 @@ def _source_part(spec: ImageClassifierSpec, source: ModelSource) -> PodPart:
     """Where MODEL_FILE and MODEL_LABELS point, and how the files get there: downloads by init
     containers into an emptyDir, claims mounted read-only, image paths as they are.
 
-    The pod template carries a hash of the source, so a changed source rolls the pods out
-    and an unchanged one never does."""
+    The pod template carries a hash of the source (of the fields set, so that a new optional
+    field in a later version changes no hash), so a changed source rolls the pods out and an
+    unchanged one never does."""
     model = _place(source.storage_uri, f"model{_FORMAT_SUFFIX[source.model_format]}")
     labels = None
     if source.labels_uri is not None:
@@ -166,7 +167,7 @@ def _source_part(spec: ImageClassifierSpec, source: ModelSource) -> PodPart:
     env = {"MODEL_FILE": model.path} | ({"MODEL_LABELS": labels.path} if labels else {})
     part = PodPart(
         env=_env(env),
-        annotations=((MODEL_SOURCE_HASH, _digest(source.model_dump(by_alias=True))),),
+        annotations=((MODEL_SOURCE_HASH, _digest(source.model_dump(exclude_defaults=True))),),
     )
     downloads: list[tuple[str, list[str]]] = []  # (init container, `modelserver fetch` args)
     if model.remote:

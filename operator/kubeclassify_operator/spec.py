@@ -684,8 +684,9 @@ class ModelSource(_Model):
     """The labels: a .txt file (one a line) or Keras' class-index .json, a URI of the same
     kinds. Unset: the model's own, or ImageNet's for a 1000-way model."""
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
-    """The model file's sha256 (64 hex digits); a download that differs fails. Setting a new
-    one rolls the pods out, which is how new contents under the same URI are served."""
+    """The model file's sha256 (64 hex digits; an IR's .xml); a download that differs
+    fails. Setting a new one rolls the pods out, which is how new contents under the same URI
+    are served."""
     credentials_secret: str | None = Field(
         default=None, max_length=253, pattern=f"^{_DNS_SUBDOMAIN}$"
     )
