@@ -222,6 +222,9 @@ def _failed_download(cstat: dict[str, Any]) -> str | None:
     now = cstat.get("state", {}).get("terminated")
     if now is not None and now.get("exitCode") == 0:
         return None
+    waiting = cstat.get("state", {}).get("waiting") or {}
+    if waiting.get("reason") == "CreateContainerConfigError":  # e.g. no such Secret
+        return "cannot start: " + _clean(waiting.get("message", waiting["reason"]))
     last = cstat.get("lastState", {}).get("terminated")
     for ended in (now, last):
         if ended is not None and ended.get("exitCode"):

@@ -344,6 +344,23 @@ def a_pod(init: list[dict[str, Any]], server: dict[str, Any] | None = None) -> d
             "pod cats-1: the model server cannot serve: MODEL_FILE=/models/model.tflite cannot be"
             " loaded: not a TFLite flatbuffer",
         ),
+        # The Secret is missing (or lacks a key): the kubelet cannot start the download.
+        (
+            a_pod(
+                [
+                    fetch_status(
+                        {
+                            "waiting": {
+                                "reason": "CreateContainerConfigError",
+                                "message": 'secret "s3-credentials" not found',
+                            }
+                        }
+                    )
+                ]
+            ),
+            "ModelDownloadFailed",
+            'fetch-model failed: cannot start: secret "s3-credentials" not found',
+        ),
         (
             a_pod([fetch_status({"waiting": {"reason": "ImagePullBackOff", "message": "no"}})]),
             "ImagePullBackOff",
@@ -412,7 +429,13 @@ def status_with(pods: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, A
         pod["metadata"]["annotations"] = dict(template)  # pods of the current template
     observed = Observed(deployment, builders.build_service(OWNER, parsed), pods)
     return compute_status(
-        name="cats", uid=OWNER.uid, spec=parsed, observed=observed, previous={}, generation=1, now=T0
+        name="cats",
+        uid=OWNER.uid,
+        spec=parsed,
+        observed=observed,
+        previous={},
+        generation=1,
+        now=T0,
     )
 
 
