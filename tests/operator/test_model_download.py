@@ -1,7 +1,8 @@
 """The operator's download init container, run as the kubelet would run it, against a real S3
 server (SeaweedFS): the command line the operator builds works with the server image's
 `modelserver fetch`, the files land where MODEL_FILE and MODEL_LABELS point, and the
-termination message it leaves is what the status reads (the sha256, or why it failed)."""
+termination message it leaves is what the status reads (the sha256, or why it failed). And the
+real server's last log lines, when it cannot load a model, read as ModelLoadFailed."""
 
 import hashlib
 import os
@@ -15,8 +16,9 @@ import pytest
 from kubeclassify_operator import builders
 from kubeclassify_operator.builders import Owner
 from kubeclassify_operator.spec import parse_spec
-from kubeclassify_operator.status import Observed, compute_status
+from kubeclassify_operator.status import Observed, compute_status, pod_problem
 from s3_server import S3Server, running_s3_server
+from serving import free_port
 
 MODELS = Path(__file__).resolve().parents[2].parent / "shared" / "models"
 MODEL = MODELS / "mobilenet_v2_1.0_224_quant.tflite"
@@ -161,3 +163,26 @@ def test_a_failed_download_is_model_download_failed_without_the_credentials(
         if "secret" in value or value == s3.env["AWS_SECRET_ACCESS_KEY"]:
             assert value not in str(status)
     assert "sha256" not in status["model"]
+
+
+def test_a_model_the_server_cannot_load_is_model_load_failed(tmp_path: Path) -> None:
+    """The real server, given a file that is no model, stops; the tail of its log (what
+    FallbackToLogsOnError makes the termination message: 80 lines, 2048 bytes at most) is read
+    as ModelLoadFailed with the server's reason."""
+    bad = tmp_path / "model.tflite"
+    bad.write_bytes(os.urandom(1000))
+    env = {**os.environ, "MODEL_FILE": str(bad), "PORT": str(free_port()), "GRPC_PORT": "0"}
+    server = Path(sys.executable).parent / "modelserver"
+    done = subprocess.run(
+        [str(server), "serve"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode != 0
+    tail = "\n".join((done.stdout + done.stderr).splitlines()[-80:])[-2048:]
+    cstat = {
+        "name": builders.CONTAINER_NAME,
+        "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}},
+        "lastState": {"terminated": {"exitCode": done.returncode, "message": tail}},
+    }
+    verdict = pod_problem([{"metadata": {"name": "m-1"}, "status": {"containerStatuses": [cstat]}}])
+    assert verdict is not None and verdict.reason == "ModelLoadFailed", tail
+    assert f"pod m-1: the model server cannot serve: MODEL_FILE={bad}" in verdict.message
