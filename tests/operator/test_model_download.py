@@ -170,14 +170,13 @@ def test_a_model_the_server_cannot_load_is_model_load_failed(tmp_path: Path) -> 
     FallbackToLogsOnError makes the termination message: 80 lines, 2048 bytes at most) is read
     as ModelLoadFailed with the server's reason."""
     bad = tmp_path / "model.tflite"
-    bad.write_bytes(os.urandom(1000))
+    bad.write_bytes(b"not a model\n" * 100)
     env = {**os.environ, "MODEL_FILE": str(bad), "PORT": str(free_port()), "GRPC_PORT": "0"}
     server = Path(sys.executable).parent / "modelserver"
-    done = subprocess.run(
-        [str(server), "serve"], env=env, capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([str(server), "serve"], env=env, capture_output=True, timeout=300)
+    output = (done.stdout + done.stderr).decode(errors="replace")  # as the kubelet reads logs
     assert done.returncode != 0
-    tail = "\n".join((done.stdout + done.stderr).splitlines()[-80:])[-2048:]
+    tail = "\n".join(output.splitlines()[-80:])[-2048:]
     cstat = {
         "name": builders.CONTAINER_NAME,
         "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}},
