@@ -17,6 +17,8 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, RequestEntityTo
 from ... import metrics
 from ..dataplane import DataPlane, observe_request
 from ..errors import (
+    NOT_READY_RETRY_AFTER_S,
+    OVERLOADED_RETRY_AFTER_S,
     InferenceError,
     InvalidInput,
     ModelNotFound,
@@ -93,8 +95,8 @@ def _register_errors(app: Flask, plane: DataPlane) -> None:
     def inference_error(exc: InferenceError) -> Any:
         status = next(HTTP_STATUS[kind] for kind in type(exc).__mro__ if kind in HTTP_STATUS)
         if isinstance(exc, NotReady):
-            return error_response(status, f"not ready: {exc.message}", _retry(plane, exc))
-        return error_response(status, exc.message, _retry(plane, exc))
+            return error_response(status, f"not ready: {exc.message}", _retry(exc))
+        return error_response(status, exc.message, _retry(exc))
 
     @app.errorhandler(RequestEntityTooLarge)
     def too_large(exc: RequestEntityTooLarge) -> Any:
@@ -113,9 +115,11 @@ def _register_errors(app: Flask, plane: DataPlane) -> None:
         return error_response(500, "internal server error (logged on the server)")
 
 
-def _retry(plane: DataPlane, exc: InferenceError) -> dict[str, str] | None:
-    if isinstance(exc, NotReady | Overloaded):
-        return {"Retry-After": str(plane.readiness().retry_after_s or 1)}
+def _retry(exc: InferenceError) -> dict[str, str] | None:
+    if isinstance(exc, NotReady):
+        return {"Retry-After": str(NOT_READY_RETRY_AFTER_S)}
+    if isinstance(exc, Overloaded):
+        return {"Retry-After": str(OVERLOADED_RETRY_AFTER_S)}
     return None
 
 
