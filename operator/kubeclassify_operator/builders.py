@@ -160,7 +160,8 @@ def _source_part(spec: ImageClassifierSpec, source: ModelSource) -> PodPart:
     The pod template carries a hash of the source (of the fields set, so that a new optional
     field in a later version changes no hash), so a changed source rolls the pods out and an
     unchanged one never does."""
-    model = _place(source.storage_uri, f"model{_FORMAT_SUFFIX[source.model_format]}")
+    model_file = f"{source.served_name}{_FORMAT_SUFFIX[source.model_format]}"
+    model = _place(source.storage_uri, model_file)
     labels = None
     if source.labels_uri is not None:
         labels = _place(source.labels_uri, f"labels{suffix_of(source.labels_uri)}")
@@ -178,7 +179,8 @@ def _source_part(spec: ImageClassifierSpec, source: ModelSource) -> PodPart:
         downloads.append((FETCH_MODEL, args))
         if source.model_format == "openvino":  # an IR's weights lie beside its .xml
             bin_uri = source.storage_uri.removesuffix(".xml") + ".bin"
-            downloads.append((FETCH_WEIGHTS, [bin_uri, f"{DOWNLOAD_DIR}/model.bin"]))
+            bin_path = f"{DOWNLOAD_DIR}/{source.served_name}.bin"
+            downloads.append((FETCH_WEIGHTS, [bin_uri, bin_path]))
     elif labels and labels.remote:
         downloads.append((FETCH_LABELS, [labels.uri, labels.path]))
     if downloads:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote
 
 from kubernetes.utils import parse_quantity
 from pydantic import (
@@ -587,6 +588,7 @@ _URI_RULES = (
     ),
     _UriRule("file://", r"^file:///[^?#]+$", "expected file:///ABSOLUTE/PATH"),
     _UriRule("", r"/\.\.(/|$)", "must not climb out of its volume or bucket with ..", forbid=True),
+    _UriRule("", r"/(\?[^#]*)?$", "must name a file, not end in /", forbid=True),
 )
 
 
@@ -619,9 +621,14 @@ def redacted(uri: str) -> str:
     return re.sub(r"\?.*", "?…", uri, flags=re.DOTALL)
 
 
+def file_name(uri: str) -> str:
+    """The URI's last path segment, unquoted, without the query: `v2.tflite`."""
+    return unquote(uri.split("?", 1)[0].rsplit("/", 1)[-1])
+
+
 def suffix_of(uri: str) -> str:
-    """The extension of the URI's last path segment (query ignored), e.g. `.tflite`."""
-    name = uri.split("?", 1)[0].rsplit("/", 1)[-1]
+    """The extension of the URI's file name, e.g. `.tflite` (empty if it has none)."""
+    name = file_name(uri)
     return "." + name.rsplit(".", 1)[1] if "." in name else ""
 
 
@@ -701,6 +708,12 @@ class ModelSource(_Model):
     @property
     def scheme(self) -> str:
         return self.storage_uri.split("://", 1)[0]
+
+    @property
+    def served_name(self) -> str:
+        """The name the server serves the model under: its file's name without the extension
+        (the downloaded copy keeps it)."""
+        return file_name(self.storage_uri).removesuffix(suffix_of(self.storage_uri))
 
     @property
     def model_format(self) -> str:

@@ -74,6 +74,9 @@ class Condition(_Model):
 class ModelStatus(_Model):
     """The model the pods serve, and how."""
 
+    name: str
+    """The name the server serves it under (/v1/models/<name>, /v2/models/<name>, gRPC's
+    model_name): the built-in model's, or the model file's name without its extension."""
     source: str
     """The built-in model's name, or spec.modelSource.storageUri (without its query)."""
     format: str | None = None
@@ -547,6 +550,7 @@ def model_status(spec: ImageClassifierSpec, pods: list[dict[str, Any]]) -> Model
     runtime, source = spec.runtime, spec.model_source
     shown = redacted(source.storage_uri) if source else spec.model
     return ModelStatus(
+        name=source.served_name if source else spec.model,
         source=shown,
         format=source.model_format if source else None,
         sha256=downloaded_sha256(pods) if source else None,

@@ -68,7 +68,7 @@ def test_s3_is_downloaded_by_an_init_container_with_the_secret_by_reference() ->
     assert fetch["command"] == ["modelserver", "fetch"]
     assert fetch["args"] == [
         "s3://models/cats/v3.tflite",
-        "/models/model.tflite",
+        "/models/v3.tflite",
         "--sha256",
         SHA,
         "--labels-uri",
@@ -90,7 +90,7 @@ def test_s3_is_downloaded_by_an_init_container_with_the_secret_by_reference() ->
     assert "s3-credentials" not in str(server)
     assert {"name": "model", "mountPath": "/models", "readOnly": True} in server["volumeMounts"]
     env = env_of(server)
-    assert env["MODEL_FILE"] == "/models/model.tflite"
+    assert env["MODEL_FILE"] == "/models/v3.tflite"  # served as v3, the file's own name
     assert env["MODEL_LABELS"] == "/models/labels.txt"
 
 
@@ -118,11 +118,26 @@ def test_an_openvino_ir_fetches_its_weights_from_beside_the_xml() -> None:
     assert env_of(pod["containers"][0])["MODEL_FILE"] == "/models/model.xml"
 
 
+@pytest.mark.parametrize(
+    ("uri", "name"),
+    [
+        ("s3://b/cats/v3.tflite", "v3"),
+        ("pvc://models/dogs%20v2.keras", "dogs v2"),
+        ("file:///opt/m/birds.tflite", "birds"),
+        ("https://h/dl/model.xml", "model"),
+    ],
+)
+def test_the_model_is_served_under_its_file_name(uri: str, name: str) -> None:
+    """The server names a model file's model after the file: /v2/models/<name> for clients."""
+    source = parse_spec({"modelSource": {"storageUri": uri}}).model_source
+    assert source is not None and source.served_name == name
+
+
 def test_a_declared_format_names_the_downloaded_file() -> None:
     """The server reads the format from the extension: a presigned URL has none."""
     pod = pod_of(SOURCES["https-presigned"])
-    assert pod["initContainers"][0]["args"][1] == "/models/model.tflite"
-    assert env_of(pod["containers"][0])["MODEL_FILE"] == "/models/model.tflite"
+    assert pod["initContainers"][0]["args"][1] == "/models/m.tflite"
+    assert env_of(pod["containers"][0])["MODEL_FILE"] == "/models/m.tflite"
 
 
 def test_pvc_is_mounted_read_only_and_not_copied() -> None:
@@ -212,6 +227,7 @@ def test_a_changed_source_rolls_the_pods_and_an_unchanged_one_does_not() -> None
         ({"storageUri": "pvc://Bad_Claim/m.keras"}, "pvc:// needs a claim name"),
         ({"storageUri": "file://relative/m.keras"}, "expected file:///ABSOLUTE/PATH"),
         ({"storageUri": "pvc://models/../etc/m.keras"}, "must not climb out"),
+        ({"storageUri": "https://host/models/", "format": "keras"}, "must name a file, not end"),
         (
             {"storageUri": "https://user:hunter2@host/m.keras"},
             "must not carry credentials (user:password@)",
@@ -443,6 +459,7 @@ def test_status_model_reports_the_downloaded_sha256() -> None:
     running = {"state": {"running": {"startedAt": T0}}}
     status = status_with([a_pod([fetch_status(FETCHED)], running)], {"modelSource": S3})
     assert status["model"] == {
+        "name": "v3",
         "source": "s3://models/cats/v3.tflite",
         "format": "tflite",
         "sha256": SHA,
@@ -456,6 +473,7 @@ def test_status_model_before_any_download_and_without_query() -> None:
     spec = {"modelSource": SOURCES["https-presigned"], "runtime": {"precision": "int8"}}
     status = status_with([], spec)
     assert status["model"] == {
+        "name": "m",
         "source": "https://models.example/m?…",
         "format": "tflite",
         "backend": "auto",

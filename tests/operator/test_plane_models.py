@@ -167,7 +167,7 @@ def test_an_s3_source_becomes_a_download_init_container(plane_ns: Namespace) -> 
     pod = deployment["spec"]["template"]["spec"]
     fetch = container(pod, "fetch-model")
     assert fetch["command"] == ["modelserver", "fetch"]
-    assert fetch["args"][:4] == [S3_SOURCE["storageUri"], "/models/model.tflite", "--sha256", SHA]
+    assert fetch["args"][:4] == [S3_SOURCE["storageUri"], "/models/v2.tflite", "--sha256", SHA]
     assert fetch["envFrom"] == [{"secretRef": {"name": "s3-models"}}]
     assert fetch["terminationMessagePolicy"] == "FallbackToLogsOnError"
     server = container(pod, "modelserver")
@@ -175,7 +175,7 @@ def test_an_s3_source_becomes_a_download_init_container(plane_ns: Namespace) -> 
     volume = next(v for v in pod["volumes"] if v["name"] == "model")
     assert volume["emptyDir"]["sizeLimit"] == "2Gi"
     env = env_of(server)
-    assert env["MODEL_FILE"] == "/models/model.tflite"
+    assert env["MODEL_FILE"] == "/models/v2.tflite"
     assert env["MODEL_LABELS"] == "/models/labels.txt"
     assert (env["MODEL_BACKEND"], env["MODEL_PRECISION"]) == ("auto", "int8")
     # The Secret's values are nowhere in what the operator wrote.
@@ -260,7 +260,7 @@ def test_a_failed_download_is_model_download_failed_and_a_good_one_is_status_mod
             "reason": "Completed",
             "startedAt": now(),
             "finishedAt": now(),
-            "message": f"fetched s3://models/mobilenet/v2.tflite to /models/model.tflite: "
+            "message": f"fetched s3://models/mobilenet/v2.tflite to /models/v2.tflite: "
             f"3577760 bytes, sha256 {SHA}\nfetched s3://models/mobilenet/labels.txt to "
             f"/models/labels.txt: 10484 bytes, sha256 {'0' * 64}\n",
         }
@@ -271,6 +271,7 @@ def test_a_failed_download_is_model_download_failed_and_a_good_one_is_status_mod
     ns.wait_condition("dl", "Ready", "True", "AllReplicasReady", timeout=WAIT)
     status = (ns.get("imageclassifiers", "dl") or {})["status"]
     assert status["model"] == {
+        "name": "v2",
         "source": "s3://models/mobilenet/v2.tflite",
         "format": "tflite",
         "sha256": SHA,

@@ -235,6 +235,7 @@ def test_compute_status_reports_everything() -> None:
         "url": "http://203.0.113.7:80/predict",
         "grpcEndpoint": "203.0.113.7:8081",
         "model": {
+            "name": "resnet50",
             "source": "resnet50",
             "labels": 1000,
             "backend": "auto",
