@@ -20,7 +20,7 @@ import kopf
 from kubeclassify_operator.crd import render_crd
 from kubeclassify_operator.kube import Kube, load_config
 from kubeclassify_operator.leader import Elector, LeaseUnavailable
-from kubeclassify_operator.probe import ProbeError, StandbyProbe
+from kubeclassify_operator.probe import LivenessProbe, ProbeError
 
 LEASE_NAME = "kubeclassify-operator"
 LEASE_NAMESPACE = "kubeclassify-system"  # where deploy/ runs the operator
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.verbose:  # a line per liveness probe otherwise
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     try:
-        probe = StandbyProbe(args.liveness)  # answers the liveness probe while standing by
+        probe = LivenessProbe(args.liveness)
     except ProbeError as exc:
         sys.exit(f"kubeclassify-operator: cannot serve --liveness {args.liveness}: {exc}")
     elector = None
@@ -125,18 +125,19 @@ def main(argv: list[str] | None = None) -> None:
         if not _stand_by(elector):
             probe.close()
             return
-    probe.close()
     if elector is not None:
         threading.Thread(target=elector.keep, args=(threading.Event(), _lost), daemon=True).start()
     try:
-        asyncio.run(_operate(args, lambda: _finish(elector, 0, abandoned=True)))
+        asyncio.run(_operate(args, probe, lambda: _finish(elector, 0, abandoned=True)))
     except Exception:
         logger.exception("The operator stopped on an error")
         _finish(elector, 1)
     _finish(elector, 0)
 
 
-async def _operate(args: argparse.Namespace, abandon: Callable[[], None]) -> None:
+async def _operate(
+    args: argparse.Namespace, probe: LivenessProbe, abandon: Callable[[], None]
+) -> None:
     """kopf, with our own SIGTERM/SIGINT handling once it runs: passes in flight are told at
     once (kopf's own handler stops kopf only after they end), and the stop is bounded."""
     # Importing registers the handlers with kopf's default registry.
@@ -148,7 +149,6 @@ async def _operate(args: argparse.Namespace, abandon: Callable[[], None]) -> Non
             memo=kopf.Memo(namespaces=args.namespace),
             clusterwide=not args.namespace,
             namespaces=args.namespace,
-            liveness_endpoint=args.liveness,
             standalone=True,  # the Lease decides who acts, not kopf's peering
             stop_flag=stop,
             ready_flag=ready,
@@ -168,6 +168,7 @@ async def _operate(args: argparse.Namespace, abandon: Callable[[], None]) -> Non
         watchdog.start()
 
     loop = asyncio.get_running_loop()
+    probe.loop = loop  # liveness now means: kopf's loop responds
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, terminate, signum)  # replaces kopf's handler
     await operator

@@ -1,31 +1,24 @@
-"""The liveness endpoint while kopf is not running yet (a standby waiting for the Lease).
+"""The liveness endpoint (`--liveness`), served for the whole life of the process.
 
-kopf serves `--liveness` once it runs; before that this answers the kubelet's probe, so a
-standby is not restarted for standing by. Binding it first also turns a taken or invalid
-address into one clear error instead of a traceback from inside kopf.
+A standby answers 200 (standing by is healthy). Once the replica leads, the answer says
+whether kopf's event loop still responds, which is what kopf's own endpoint would tell; one
+server throughout leaves no gap at the hand-over for a probe to fall into. Binding it first
+thing also turns a taken or invalid address into one clear error.
 """
 
+import asyncio
+import concurrent.futures
+import json
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# A loop that takes longer than this to run a no-op is hung.
+LOOP_TIMEOUT = 5.0
+
 
 class ProbeError(Exception):
     """The `--liveness` URL cannot be served."""
-
-
-class _Handler(BaseHTTPRequestHandler):
-    path_served = "/"
-
-    def do_GET(self) -> None:
-        found = urllib.parse.urlsplit(self.path).path == self.path_served
-        self.send_response(200 if found else 404)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b'{"standby": true}' if found else b"{}")
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Probes every few seconds are not worth a log line."""
 
 
 def address(url: str) -> tuple[str, int, str]:
@@ -40,19 +33,49 @@ def address(url: str) -> tuple[str, int, str]:
     return parts.hostname or "localhost", port, parts.path or "/"
 
 
-class StandbyProbe:
-    """An HTTP server answering 200 on the liveness path until closed."""
+class LivenessProbe:
+    """An HTTP server answering on the liveness path until the process ends."""
 
     def __init__(self, url: str) -> None:
         host, port, path = address(url)
-        handler = type("Handler", (_Handler,), {"path_served": path})
+        self.loop: asyncio.AbstractEventLoop | None = None  # kopf's, once it runs
+        probe = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body: dict[str, bool] = {}
+                if urllib.parse.urlsplit(self.path).path != path:
+                    status = 404
+                else:
+                    status, body = probe.health()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(json.dumps(body).encode())
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Probes every few seconds are not worth a log line."""
+
         try:
-            self.server = ThreadingHTTPServer((host, port), handler)
+            self.server = ThreadingHTTPServer((host, port), Handler)
         except OSError as exc:
             raise ProbeError(exc.strerror or str(exc)) from exc
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def health(self) -> tuple[int, dict[str, bool]]:
+        loop = self.loop
+        if loop is None:
+            return 200, {"standby": True}
+        ping = asyncio.sleep(0)
+        try:
+            asyncio.run_coroutine_threadsafe(ping, loop).result(LOOP_TIMEOUT)
+        except RuntimeError:  # the loop is closed: the operator has stopped
+            ping.close()
+            return 503, {"operator": False}
+        except concurrent.futures.TimeoutError:  # the loop is hung
+            return 503, {"operator": False}
+        return 200, {"operator": True}
 
     def close(self) -> None:
         self.server.shutdown()

@@ -1,5 +1,6 @@
 """The `kubeclassify-operator` command line: defaults, the `crd` command, start-up errors."""
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from kubeclassify_operator.cli import (
     lease_name,
     parse_args,
 )
-from kubeclassify_operator.probe import StandbyProbe
+from kubeclassify_operator.probe import LivenessProbe
 from serving import free_port
 
 COMMAND = Path(sys.executable).parent / "kubeclassify-operator"
@@ -73,12 +74,22 @@ def test_a_taken_liveness_port_is_one_line_naming_the_option(tmp_path: Path) -> 
     assert "--liveness" in lines[0] and url in lines[0] and "in use" in lines[0]
 
 
-def test_a_standby_answers_the_liveness_probe() -> None:
+def test_liveness_is_standby_then_whether_the_event_loop_responds() -> None:
     url = f"http://127.0.0.1:{free_port()}/healthz"
-    probe = StandbyProbe(url)
+    probe = LivenessProbe(url)
     try:
-        assert requests.get(url, timeout=5).status_code == 200
+        answer = requests.get(url, timeout=5)
+        assert answer.status_code == 200 and answer.json() == {"standby": True}
         assert requests.get(url.replace("/healthz", "/other"), timeout=5).status_code == 404
+
+        async def lead() -> None:
+            probe.loop = asyncio.get_running_loop()
+            answer = await asyncio.to_thread(requests.get, url, timeout=5)
+            assert answer.status_code == 200 and answer.json() == {"operator": True}
+
+        asyncio.run(lead())
+        answer = requests.get(url, timeout=5)  # that loop is closed: the operator is gone
+        assert answer.status_code == 503
     finally:
         probe.close()
     with pytest.raises(requests.ConnectionError):
