@@ -174,6 +174,9 @@ class Elector:
                     continue
                 lost(f"the {self.where} is now held by {holder_of(self._last_read)}")
                 return
+            except LeaseUnavailable as exc:  # e.g. the grant was revoked
+                lost(str(exc))
+                return
             except (ApiException, urllib3.exceptions.HTTPError) as exc:
                 logger.warning("Could not renew the %s (%s)", self.where, describe(exc))
             if self.clock() - renewed >= RENEW_DEADLINE:

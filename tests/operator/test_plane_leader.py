@@ -17,7 +17,7 @@ from typing import Any
 import kubernetes
 import pytest
 import yaml
-from control_plane import OPERATOR_NAMESPACE
+from control_plane import OPERATOR_NAMESPACE, OPERATOR_SA
 from kubeclassify_operator.kube import Kube
 from kubeclassify_operator.leader import (
     LEASE_DURATION,
@@ -238,3 +238,46 @@ def test_a_missing_lease_namespace_is_a_setup_error(admin_kube: Kube) -> None:
         LeaseUnavailable, match=r"namespace no-such-namespace not found.*--standalone"
     ):
         elector.try_acquire()
+
+
+def test_a_leader_whose_lease_grant_is_revoked_stops_acting(
+    plane_namespace: Namespace, launch_plane_operator: Launcher
+) -> None:
+    """Renewal refused by RBAC is a lost Lease too (not a renewal thread dying quietly while
+    the operator acts on): exit code 1, the last line names the Lease and the fix."""
+    ns = plane_namespace
+    rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/" + ns.name
+    meta = {"name": "leases", "namespace": ns.name}
+    ns.cluster.create(
+        f"{rbac}/roles",
+        {
+            "metadata": meta,
+            "rules": [
+                {
+                    "apiGroups": ["coordination.k8s.io"],
+                    "resources": ["leases"],
+                    "verbs": ["get", "create", "update"],
+                }
+            ],
+        },
+    )
+    ns.cluster.create(
+        f"{rbac}/rolebindings",
+        {
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "leases"},
+            "subjects": [
+                {"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": OPERATOR_NAMESPACE}
+            ],
+        },
+    )
+    operator = launch_plane_operator(
+        f"revoked-{ns.name}", "--namespace", ns.name, "--lease-namespace", ns.name
+    )
+    wait_logged(operator, "this replica acts")
+    ns.cluster.delete(f"{rbac}/rolebindings/leases")
+    assert exit_code(operator, RENEW_DEADLINE + WAIT) == 1
+    last = log_of(operator).splitlines()[-1]
+    assert "Lost the leadership" in last and f"Lease {ns.name}/" in last, log_of(operator)
+    assert "deploy/rbac.yaml" in last
+    assert "Traceback" not in log_of(operator)
