@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import struct
 import sys
 import tempfile
@@ -168,7 +169,7 @@ def measure(
     return results
 
 
-def render(results: list[Result], seconds: float) -> str:
+def render(results: list[Result], seconds: float, load: tuple[float, float]) -> str:
     rows = []
     for concurrency in CONCURRENCY:
         at = {r.protocol: r for r in results if r.concurrency == concurrency}
@@ -186,7 +187,8 @@ The real MobileNetV2 (quantized TFLite, `../shared/models`) behind one gunicorn 
 photos of `../shared/images` one per request; closed-loop clients in the benchmark's own process
 on the same 2 cores (so client CPU counts against every protocol alike). Each protocol ran
 {ROUNDS} x {seconds:.0f} s at each concurrency, in alternating order; "vs /predict" is the
-difference in images/s.
+difference in images/s. The machine's load average was {load[0]:.1f} before and {load[1]:.1f}
+after the run (2 cores): beside other work, differences of a few tens of percent are noise.
 
 | protocol | concurrency | images/s | vs /predict | p50 ms | p99 ms | errors |
 |---|---|---|---|---|---|---|
@@ -210,12 +212,14 @@ def main() -> None:
     server = start_server(work, "--model-file", str(MODEL), "--labels", str(LABELS))
     try:
         wait_ready(server)
+        load_before = os.getloadavg()[1]
         results = measure(server.url, server.grpc_target, MODEL.stem, photos, args.seconds)
+        load = (load_before, os.getloadavg()[1])
     finally:
         server.stop()
     for result in results:
         print(result)
-    write_section("server_protocols", render(results, args.seconds))
+    write_section("server_protocols", render(results, args.seconds, load))
 
 
 if __name__ == "__main__":

@@ -1,2 +1,3 @@
 """The REST protocols, on one Flask app: `server` (probes, metrics, errors, body limits),
-`v1_endpoints` (`/predict`, TF Serving / KServe V1), `v2_endpoints` (Open Inference Protocol)."""
+`v1_endpoints` (`/predict`, TF Serving / KServe V1), `v2_endpoints` (Open Inference Protocol),
+`responses` (the probe statuses and error bodies they share)."""

@@ -28,6 +28,7 @@ from ..errors import (
     UnsupportedMediaType,
 )
 from . import v1_endpoints, v2_endpoints
+from .responses import error_response, status_and_headers
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +75,6 @@ def _register_probes(app: Flask, plane: DataPlane) -> None:
     @app.get("/metrics")
     def prometheus_metrics() -> Response:
         return Response(metrics.render(), mimetype="text/plain; version=0.0.4")
-
-
-def status_and_headers(ready: bool, retry_after_s: int | None) -> tuple[int, dict[str, str]]:
-    """200, or 503 with the Retry-After of why not (the probes of every protocol)."""
-    if ready:
-        return 200, {}
-    return 503, {"Retry-After": str(retry_after_s)} if retry_after_s else {}
-
-
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Any:
-    """An error in the form of the protocol the path belongs to."""
-    if request.path.startswith("/v2"):
-        return jsonify(error=message), status, headers or {}
-    return jsonify(success=False, error=message), status, headers or {}
 
 
 def _register_errors(app: Flask, plane: DataPlane) -> None:

@@ -1,6 +1,6 @@
 """The Open Inference Protocol (KServe V2) over REST, with the binary tensor data extension
 (`Inference-Header-Content-Length`, what tritonclient sends) and Triton's classification
-extension. Errors are `{"error": "..."}` (see `server.error_response`)."""
+extension. Errors are `{"error": "..."}` (see `responses.error_response`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from flask import Flask, Response, jsonify, request
 from ..dataplane import MODEL_VERSION, DataPlane, RequestedOutput
 from ..errors import InvalidInput
 from ..tensors import Tensor, checked_shape, from_raw, from_values, to_raw
-from . import server
+from .responses import status_and_headers
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _MODEL = "/v2/models/<name>"
@@ -35,7 +35,7 @@ def register(app: Flask, plane: DataPlane) -> None:
     def ready() -> tuple[Response, int, dict[str, str]]:
         readiness = plane.readiness()
         body = jsonify(ready=readiness.ready, status=readiness.status)
-        return body, *server.status_and_headers(readiness.ready, readiness.retry_after_s)
+        return body, *status_and_headers(readiness.ready, readiness.retry_after_s)
 
     def model_route(suffix: str, method: str) -> Callable[[Callable[..., Any]], Any]:
         """One view for a model's path with and without `/versions/<version>`."""
@@ -55,7 +55,7 @@ def register(app: Flask, plane: DataPlane) -> None:
         ready = plane.model_ready(name, version)
         readiness = plane.readiness()
         body = jsonify(name=name, ready=ready)
-        return body, *server.status_and_headers(ready, readiness.retry_after_s)
+        return body, *status_and_headers(ready, readiness.retry_after_s)
 
     @model_route("/infer", "POST")
     def infer(name: str, version: str | None) -> Response:
