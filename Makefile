@@ -44,6 +44,7 @@ crd: install-dev
 bench: install-dev
 	$(BIN)/python bench/server_load.py
 	$(BIN)/python bench/server_overload.py
+	$(BIN)/python bench/server_protocols.py
 
 bench-operator: install-dev
 	$(BIN)/python bench/operator_scale.py
