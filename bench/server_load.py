@@ -305,12 +305,15 @@ def main() -> None:
     write_seeded_resnet50_weights(weights, seed=1)
     write_int8_ir(weights, PHOTOS_DIR, cache_dir)
     runtimes = [Runtime(backend, precision) for backend, precision in RUNTIMES]
+    loads = [os.getloadavg()[0]]  # how busy the machine was with other work, as it went
     for runtime in runtimes:
         serve_and_drive(runtime, weights, cache_dir, photos, args.seconds, work)
+        loads.append(os.getloadavg()[0])
     cold_start = cold_start_s(weights, cache_dir, work)
     print(f"cold start with a cached compiled model: {cold_start:.1f} s", flush=True)
     for runtime in runtimes:
         measure_raw(runtime, weights, cache_dir, photos, args.seconds)
+        loads.append(os.getloadavg()[0])
 
     baseline_port = free_port()
     baseline_process = start(
@@ -327,13 +330,17 @@ def main() -> None:
         stop(baseline_process)
     print(baseline)
 
-    report = render(runtimes, baseline, cold_start, args.seconds)
+    report = render(runtimes, baseline, cold_start, args.seconds, loads)
     print(report)
     write_section("server_load", report)
 
 
 def render(
-    runtimes: list[Runtime], baseline: list[LoadResult], cold_start: float, seconds: float
+    runtimes: list[Runtime],
+    baseline: list[LoadResult],
+    cold_start: float,
+    seconds: float,
+    loads: list[float],
 ) -> str:
     rows = "\n".join(
         f"| {name} | {r.concurrency} | {r.images_per_s:.2f} | {r.p50_ms:.0f} | {r.p95_ms:.0f} "
@@ -395,6 +402,40 @@ def render(
         "| server CPU ms at 16 | rest (HTTP, Flask, batching) ms |\n|---|---|---|---|---|---|---|"
     )
     cpu = capabilities()
+    notes = [
+        f"- Where the CPU goes at concurrency 16 with the default ({default.name}), per image: "
+        f"inference {default.infer_cpu_ms:.0f} ms, decoding and resizing "
+        f"{default.preprocess_cpu_ms:.1f} ms "
+        f"({default.preprocess_cpu_ms / default.at(16).server_cpu_ms_per_image:.0%} of the "
+        f"server's {default.at(16).server_cpu_ms_per_image:.0f} ms), the rest (HTTP, Flask, "
+        "batching, threads) what remains; the server's CPU is a whole process tree's, "
+        "inference and decoding in-process figures, so the split is approximate.",
+    ]
+    spent = tensorflow.at(16).server_cpu_ms_per_image
+    notes.append(
+        "- CPU per image, what a user pays for and the figure that other load on the machine "
+        f"distorts least: at concurrency 16 the server spends {spent:.0f} ms with "
+        f"{tensorflow.name}, "
+        + ", ".join(
+            f"{rt.name} {rt.at(16).server_cpu_ms_per_image:.0f} ms "
+            f"({spent / rt.at(16).server_cpu_ms_per_image:.2f} x less)"
+            for rt in runtimes
+            if rt is not tensorflow
+        )
+        + "."
+    )
+    if not cpu["native_bf16"]:
+        notes.append(
+            "- This CPU has no native BF16 (neither avx512_bf16 nor amx_bf16), so there is no "
+            "BF16 row: `MODEL_PRECISION=bf16` is refused here (tests/modelserver/"
+            "test_runtime.py), and `auto` is FP32."
+        )
+    if not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(cpu["flags"]):
+        notes.append(
+            "- Nor has it VNNI or AMX: INT8 runs on AVX2's 8-bit multiply-adds, which gain "
+            "less over FP32 than the VNNI/AMX CPU the targets were set for."
+        )
+    reading = "\n".join(notes)
     return f"""## Model server: ResNet50 under gunicorn, per backend and precision
 
 Produced by `python bench/server_load.py --seconds {seconds:g}` (`make bench`), all figures
@@ -407,8 +448,9 @@ row, 1 worker, dynamic batching. The clients run on the same cores as the server
 share of the CPU shown in cores; the server's CPU per image is the whole process tree's (HTTP,
 decoding, batching, inference). Past the server's queue bound (`MAX_QUEUE`, 24 by default)
 requests are shed with 503; such a client waits the `Retry-After` (1 s) and tries again.
-The machine is shared with other work while it runs: absolute figures are noisy; the ratios,
-all from this one run, are what to read.
+The machine is shared with other work while it runs (1-minute load average from
+{min(loads):.1f} to {max(loads):.1f} on {available_cpus()} CPUs during this run): absolute
+figures are noisy, and even the ratios carry that noise.
 
 {load_header}
 {rows}
@@ -418,6 +460,8 @@ concurrency 16), and where the server's CPU goes at concurrency 16, per image:
 
 {raw_header}
 {raw}
+
+{reading}
 
 ### Targets
 
