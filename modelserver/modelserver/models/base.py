@@ -36,7 +36,6 @@ class Runtime:
     device: str
     threads: int
     quantized: bool = False
-    infer_requests: int = 1
 
 
 class Classifier(ABC):

@@ -102,7 +102,11 @@ class OpenVINOClassifier(Classifier):
 
     Its input is RGB pixels as the model declares them: uint8 for converted models and
     quantized TFLite files, float pixels in [0, 255] for an IR, the TFLite conventions for
-    a TFLite file. A model built for batch 1 runs image by image."""
+    a TFLite file. A model built for batch 1 runs image by image.
+
+    One infer request with all the worker's threads (the LATENCY hint, one stream): the
+    batcher hands over one batch at a time, so more streams would only split the cores
+    between requests that never run side by side."""
 
     def __init__(self, core: ov.Core, source: ModelSource, threads: int, precision: str) -> None:
         model = read_model(core, source.model_path, source.files[0])
@@ -139,7 +143,6 @@ class OpenVINOClassifier(Classifier):
             device="CPU",
             threads=int(compiled.get_property("INFERENCE_NUM_THREADS")),
             quantized=quantized,
-            infer_requests=1,
         )
         super().__init__(source.name, labels, source.files, runtime)
 
