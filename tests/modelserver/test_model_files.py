@@ -9,11 +9,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from modelserver.app import create_app, service_of
 from modelserver.config import Settings
 from PIL import Image
+from serving import ready_app
 
 LABELS = ("cat", "dog", "hotdog")
 
@@ -32,17 +32,6 @@ def tiny_classifier(path: Path, activation: str | None) -> keras.Model:
     )
     model.save(path)
     return model
-
-
-def ready_app(settings: Settings) -> Flask:
-    app = create_app(settings)
-    client = app.test_client()
-    deadline = time.monotonic() + 60
-    while client.get("/readyz").status_code != 200:
-        assert service_of(app).failure is None, service_of(app).failure
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    return app
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,14 @@ import io
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from modelserver.app import create_app, service_of
 from modelserver.config import Settings
 from PIL import Image
+from serving import ready_app
 
 COLOURS = ("red", "green", "blue")
 SIZE = 32
@@ -90,13 +89,7 @@ def test_a_well_calibrated_model_passes_and_is_served_as_int8(trained: Path) -> 
     ir = trained / "colours_int8.xml"
     assert 'type="FakeQuantize"' in ir.read_text() and ir.with_suffix(".bin").is_file()
 
-    app = create_app(Settings(model_file=ir, labels_file=trained / "labels.txt"))
-    client = app.test_client()
-    deadline = time.monotonic() + 120
-    while client.get("/readyz").status_code != 200:
-        assert service_of(app).failure is None, service_of(app).failure
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    client = ready_app(Settings(model_file=ir, labels_file=trained / "labels.txt")).test_client()
     status = client.get("/v1/models/colours_int8").json
     assert status["backend"] == "openvino" and status["precision"] == "int8"  # type: ignore[index]
     assert status["quantized"] is True  # type: ignore[index]

@@ -11,9 +11,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 from modelserver.models.cpu import native_bf16
+
+if TYPE_CHECKING:
+    from flask import Flask
+    from modelserver.config import Settings
 
 # Expected top-1 for each photo in ../shared/images (its README: the Keras 0-999 index).
 EXPECTED_TOP1 = {
@@ -122,3 +127,18 @@ def wait_ready(server: RunningServer, timeout_s: float = 180) -> list[int]:
         time.sleep(0.1)
     server.process.kill()
     raise AssertionError(f"server not ready in {timeout_s}s:\n{server.log_tail()}")
+
+
+def ready_app(settings: Settings, timeout_s: float = 120) -> Flask:
+    """The Flask app in-process, once its model is loaded (a load failure fails the test).
+    Imported here: the operator's tests use this module too, and need no model server."""
+    from modelserver.app import create_app, service_of
+
+    app = create_app(settings)
+    client = app.test_client()
+    deadline = time.monotonic() + timeout_s
+    while client.get("/readyz").status_code != 200:
+        assert service_of(app).failure is None, service_of(app).failure
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return app
