@@ -9,7 +9,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-from modelserver.config import DEFAULT_PORT
+from modelserver.config import DEFAULT_GRPC_PORT, DEFAULT_PORT
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -38,7 +38,7 @@ def test_the_entry_point_is_the_installed_console_command(repo_root: Path) -> No
         "scripts"
     ]
     assert command == ["modelserver", "serve"] and "modelserver" in scripts
-    assert steps["EXPOSE"] == str(DEFAULT_PORT)
+    assert steps["EXPOSE"] == f"{DEFAULT_PORT} {DEFAULT_GRPC_PORT}"
     assert steps["USER"] not in ("root", "0")
 
 
