@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tempfile
 import time
 from pathlib import Path
 
@@ -41,13 +42,17 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+@pytest.mark.parametrize("backend", ["tensorflow", "openvino"])
 @pytest.mark.parametrize("activation", ["softmax", None], ids=["probabilities", "logits"])
 def test_a_keras_file_is_served_with_its_own_labels(
-    model_dir: Path, images_dir: Path, activation: str | None
+    model_dir: Path, images_dir: Path, activation: str | None, backend: str
 ) -> None:
+    """Through TensorFlow, and converted by OpenVINO (its uint8 input and the softmax
+    found in the converted graph)."""
     path = model_dir / f"pets_{activation}.keras"
     model = tiny_classifier(path, activation)
-    app = ready_app(Settings(model_file=path, labels_file=model_dir / "labels.txt"))
+    labels = model_dir / "labels.txt"
+    app = ready_app(Settings(model_file=path, labels_file=labels, backend=backend))
     photo = (images_dir / "dog.jpg").read_bytes()
 
     answer = app.test_client().post("/predict", data={"image": (io.BytesIO(photo), "dog.jpg")})
@@ -62,6 +67,7 @@ def test_a_keras_file_is_served_with_its_own_labels(
     assert np.allclose([p["probability"] for p in predictions], np.sort(expected)[::-1], atol=0.02)
     status = app.test_client().get(f"/v1/models/pets_{activation}").json
     assert status["input_shape"] == [32, 48, 3] and status["labels"] == 3  # type: ignore[index]
+    assert status["backend"] == backend  # type: ignore[index]
 
 
 def test_draining_is_not_ready_but_answers_in_flight_work(
@@ -88,3 +94,14 @@ def test_labels_that_do_not_fit_the_model_are_refused(model_dir: Path) -> None:
     assert "MODEL_LABELS has 2 labels but" in service_of(app).failure  # type: ignore[operator]
     answer = app.test_client().get("/readyz")
     assert answer.status_code == 503 and "2 labels" in answer.json["error"]  # type: ignore[index]
+
+
+def test_without_a_cache_dir_openvino_leaves_no_conversion_behind(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = model_dir / "pets_softmax.keras"
+    tiny_classifier(path, "softmax")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    app = ready_app(Settings(model_file=path, labels_file=model_dir / "labels.txt"))
+    assert service_of(app).describe()["backend"] == "openvino"
+    assert list(tmp_path.iterdir()) == []

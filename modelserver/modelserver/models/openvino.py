@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,8 +56,22 @@ _CONVERSION_VERSION = "1"
 
 def load(settings: Settings, labels: tuple[str, ...] | None, threads: int) -> Classifier:
     core = ov.Core()
-    source = model_source(settings, core, usable_cache_dir(settings.cache_dir), labels)
-    return OpenVINOClassifier(core, source, threads, settings.precision)
+    with conversion_dir(core, settings.cache_dir) as directory:
+        source = model_source(settings, directory, labels)
+        return OpenVINOClassifier(core, source, threads, settings.precision)
+
+
+@contextmanager
+def conversion_dir(core: ov.Core, cache_dir: Path | None) -> Iterator[Path]:
+    """Where Keras models are converted to: CACHE_DIR (where the core then keeps its compiled
+    models too), or without one a scratch folder, removed once the model is compiled."""
+    usable = usable_cache_dir(cache_dir)
+    if usable is not None:
+        core.set_property({"CACHE_DIR": str(usable / "compiled")})
+        yield usable
+        return
+    with tempfile.TemporaryDirectory(prefix="modelserver-ir-") as scratch:
+        yield Path(scratch)
 
 
 @dataclass(frozen=True)
@@ -71,15 +86,10 @@ class ModelSource:
 
 
 def model_source(
-    settings: Settings,
-    core: ov.Core,
-    cache_dir: Path | None,
-    labels: tuple[str, ...] | None = None,
+    settings: Settings, directory: Path, labels: tuple[str, ...] | None = None
 ) -> ModelSource:
-    """The model the settings name, converted to an IR where it comes from Keras. Sets the
-    core's compiled-model cache in CACHE_DIR."""
-    if cache_dir is not None:
-        core.set_property({"CACHE_DIR": str(cache_dir / "compiled")})
+    """The model the settings name, converted to an IR in `directory` where it comes from
+    Keras (`conversion_dir`)."""
     path = settings.model_file
     if path is None:
         weights = resolve_weights(settings.weights)
@@ -87,12 +97,12 @@ def model_source(
             ir = int8_ir_beside(weights)
             return ModelSource(ir, "resnet50", source_files(ir))
         ir = converted_ir(
-            "resnet50", (weights,), cache_dir, lambda: resnet50_model(weights), caffe=True
+            "resnet50", (weights,), directory, lambda: resnet50_model(weights), caffe=True
         )
         return ModelSource(ir, "resnet50", (weights,))
     files = source_files(path)
     if path.suffix == ".keras":
-        ir = converted_ir(path.stem, files, cache_dir, lambda: keras_model(path), caffe=False)
+        ir = converted_ir(path.stem, files, directory, lambda: keras_model(path), caffe=False)
         return ModelSource(ir, path.stem, files, labels)
     return ModelSource(path, path.stem, files, labels)
 
@@ -220,13 +230,13 @@ def usable_cache_dir(cache_dir: Path | None) -> Path | None:
 def converted_ir(
     name: str,
     files: tuple[Path, ...],
-    cache_dir: Path | None,
+    directory: Path,
     keras_model: Callable[[], Any],
     *,
     caffe: bool,
 ) -> Path:
-    """The IR of a Keras model, from CACHE_DIR when converted before (same source digest)."""
-    directory = cache_dir or Path(tempfile.mkdtemp(prefix="modelserver-ir-"))
+    """The IR of a Keras model in `directory`, reused when converted there before (same
+    source digest)."""
     key = files_digest(files)[:16] + "-v" + _CONVERSION_VERSION
     ir = directory / "ir" / f"{name}-{key}.xml"
     if ir.is_file() and ir.with_suffix(".bin").is_file():

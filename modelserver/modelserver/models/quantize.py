@@ -18,7 +18,7 @@ from ..images import ImageError
 from .base import ModelLoadError
 from .cpu import threads_per_worker
 from .labels import load_labels
-from .openvino import OpenVINOClassifier, model_source, usable_cache_dir
+from .openvino import OpenVINOClassifier, conversion_dir, model_source
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -44,15 +44,16 @@ def quantize(
     core = ov.Core()
     threads = threads_per_worker(1)
     labels = load_labels(settings.labels_file) if settings.labels_file else None
-    source = model_source(settings, core, usable_cache_dir(settings.cache_dir), labels)
-    fp32 = OpenVINOClassifier(core, source, threads, "fp32")
-    calibration_inputs = folder_inputs(fp32, calibration, settings.max_image_pixels)
-    held_out_inputs = folder_inputs(fp32, held_out, settings.max_image_pixels)
-    quantized = nncf.quantize(
-        core.read_model(str(source.model_path)),
-        nncf.Dataset(calibration_inputs, lambda array: array[np.newaxis]),
-        subset_size=len(calibration_inputs),
-    )
+    with conversion_dir(core, settings.cache_dir) as directory:
+        source = model_source(settings, directory, labels)
+        fp32 = OpenVINOClassifier(core, source, threads, "fp32")
+        calibration_inputs = folder_inputs(fp32, calibration, settings.max_image_pixels)
+        held_out_inputs = folder_inputs(fp32, held_out, settings.max_image_pixels)
+        quantized = nncf.quantize(
+            core.read_model(str(source.model_path)),
+            nncf.Dataset(calibration_inputs, lambda array: array[np.newaxis]),
+            subset_size=len(calibration_inputs),
+        )
     with tempfile.TemporaryDirectory(dir=output.parent) as scratch:
         candidate = Path(scratch) / output.name
         ov.save_model(quantized, str(candidate), compress_to_fp16=False)
