@@ -29,7 +29,7 @@ def bare_plane() -> Iterator[ControlPlane]:
     plane = ControlPlane.start()
     try:
         plane.kubectl("apply", "-f", str(REPO / "crds" / "imageclassifier.yaml"))
-        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd", "--all")
+        plane.wait_crds_established()
         yield plane
     finally:
         plane.down()

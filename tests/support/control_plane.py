@@ -55,6 +55,13 @@ rules:
     userGroups: [system:serviceaccounts:kube-system]
   - level: Metadata
 """
+# What `kubectl apply -k deploy/` installs, minus the operator's own Deployment.
+INSTALL = (
+    "crds/imageclassifier.yaml",
+    "deploy/namespace.yaml",
+    "deploy/serviceaccount.yaml",
+    "deploy/rbac.yaml",
+)
 Triple = tuple[str, str, str]  # (apiGroup, resource[/subresource], verb), as RBAC sees a request
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
@@ -260,6 +267,26 @@ class ControlPlane:
         if check and done.returncode != 0:
             raise PlaneError(f"kubectl {' '.join(args)} failed: {done.stderr}")
         return done
+
+    def install(self) -> None:
+        """Apply the CRDs, namespace, ServiceAccount and RBAC of deploy/; wait for the CRDs."""
+        self.kubectl("apply", *(f"--filename={REPO_ROOT / path}" for path in INSTALL))
+        self.wait_crds_established()
+
+    def wait_crds_established(self, timeout: float = 60) -> None:
+        """Every CRD Established. Polled: `kubectl wait --for=condition=Established` fails at
+        once ("accessor error: <nil>") when it reads a CRD before its first status."""
+        jsonpath = (
+            '{range .items[*]}{.status.conditions[?(@.type=="Established")].status}{","}{end}'
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            states = self.kubectl("get", "crd", "-o", f"jsonpath={jsonpath}").stdout
+            if states and all(state == "True" for state in states.rstrip(",").split(",")):
+                return
+            if time.monotonic() > deadline:
+                raise PlaneError(f"CRDs not Established after {timeout}s: {states!r}")
+            time.sleep(0.2)
 
     def token_kubeconfig(
         self, path: Path, service_account: str, namespace: str, duration: str = "24h"
