@@ -4,6 +4,7 @@ import asyncio
 import logging
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -14,9 +15,15 @@ from kubeclassify_operator import status
 from kubeclassify_operator.builders import MANAGER
 from kubeclassify_operator.kube import (
     CLASSIFIERS,
+    DEPLOYMENTS,
     EVENTS,
+    HPAS,
+    PODS,
+    SERVICES,
     USER_AGENT,
     Kube,
+    ObjectKey,
+    RecordingKube,
     describe,
     load_config,
     namespace_terminating,
@@ -36,6 +43,10 @@ MAX_RETRY_AFTER = 60.0
 # While a same-name stranger blocks a child, look again this often (it may carry none of our
 # labels, so its deletion triggers no event here).
 CONFLICT_RECHECK_SECONDS = 5.0
+# A child's change starts a pass this much later, and every change of the classifier's
+# children meanwhile joins it: the Deployment controller, the ReplicaSet's new pod and the
+# scheduler each write within a second or two of each other, and one pass reads them all.
+COALESCE_SECONDS = 2.0
 # Shutdown must fit the Deployment's 30 s grace period even with the API server gone: kopf's
 # own requests are bounded, and kopf is killed if its stop takes longer than this.
 KOPF_CONNECT_TIMEOUT = 5.0
@@ -47,13 +58,19 @@ logger = logging.getLogger(__name__)
 # One pass at a time per classifier, each on a fresh read: kopf runs the classifier's and its
 # children's handlers concurrently, and a pass working from a stale status would undo another's.
 _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
-# The resourceVersion of each child as last reconciled, by (plural, namespace, name): a watch
-# that reconnects re-lists every child, and a pass per unchanged child would cost one full pass
-# per child (and per pod) on every reconnect.
-_handled_versions: dict[tuple[str, str, str], str] = {}
+# The resourceVersion of each child as the latest pass read or wrote it: its watch event (the
+# echo of our own write, a change a pass already read, a re-list after a watch reconnects)
+# then starts no pass.
+_seen_versions: dict[ObjectKey, str] = {}
+_CHILDREN = {kind.plural for kind in (DEPLOYMENTS, SERVICES, HPAS, PODS)}
+# The HorizontalPodAutoscalers of ours that exist, by (namespace, name) as their watch and our
+# passes tell: with autoscaling off, a pass looks for a leftover one only when there is one.
+_hpas: set[tuple[str, str]] = set()
 # Classifiers with a recheck pending (see _recheck_later).
 _rechecks: set[tuple[str, str]] = set()
 _rechecks_lock = threading.Lock()
+# Classifiers with a coalesced pass pending, and the child versions that asked for it.
+_pending: dict[tuple[str, str], dict[ObjectKey, str | None]] = {}
 # Set when the operator stops: retry pauses end at once and no new pass starts.
 _stopping = threading.Event()
 
@@ -140,21 +157,23 @@ def classifier_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: A
 def child_changed(
     body: kopf.Body, type: str | None, resource: kopf.Resource, memo: kopf.Memo, **_: Any
 ) -> None:
-    """A child was edited, deleted or changed state: restore it and refresh the status now."""
+    """A child was edited, deleted or changed state: restore it and refresh the status soon
+    (one pass for the burst of changes a rollout or the scheduler makes)."""
     name = body.metadata.labels.get(INSTANCE_LABEL)
     namespace = body.metadata.namespace
     if not (name and namespace):
         return
     child = (resource.plural, namespace, body.metadata.name or "")
-    version = body.metadata.get("resourceVersion")
-    if type != "DELETED" and version and _handled_versions.get(child) == version:
-        return  # this very version was reconciled already: a re-list after a watch reconnect
-    if not _pass_logged(memo, namespace, name, f"{resource.kind} {child[2]} {type or 'listed'}"):
-        return
-    if type == "DELETED":
-        _handled_versions.pop(child, None)
-    elif version:
-        _handled_versions[child] = version
+    version = None if type == "DELETED" else body.metadata.get("resourceVersion")
+    if resource.plural == HPAS.plural:
+        (_hpas.add if version else _hpas.discard)((namespace, child[2]))
+    if version is None:
+        _seen_versions.pop(child, None)
+    elif _seen_versions.get(child) == version:
+        return  # a pass read or wrote this very version already
+    _pass_soon(
+        memo, namespace, name, child, version, f"{resource.kind} {child[2]} {type or 'listed'}"
+    )
 
 
 def ref(namespace: str, name: str) -> str:
@@ -182,14 +201,71 @@ def _reconcile_fresh(memo: kopf.Memo, namespace: str, name: str) -> None:
             _retried_pass(memo, namespace, name)
 
 
+def _pass_soon(
+    memo: kopf.Memo,
+    namespace: str,
+    name: str,
+    child: ObjectKey,
+    version: str | None,
+    why: str,
+) -> None:
+    """A pass in COALESCE_SECONDS, joined by every child change until it starts. It is
+    skipped if, by then, a pass has read each version that asked for it."""
+    key = namespace, name
+    with _rechecks_lock:
+        if key in _pending:
+            _pending[key][child] = version
+            return
+        _pending[key] = {child: version}
+
+    def run() -> None:
+        with _rechecks_lock:
+            asked = _pending.pop(key)
+        if any(v is None or _seen_versions.get(c) != v for c, v in asked.items()):
+            _pass_logged(memo, namespace, name, why)
+
+    _later(memo, COALESCE_SECONDS, run)
+
+
+def _later(memo: kopf.Memo, delay: float, run: Callable[[], None]) -> None:
+    """Run `run` in kopf's handler threads after `delay` seconds, from any thread.
+
+    Queued in kopf's event loop, so it ends with the operator (no thread of its own outlives
+    it). Not a kopf timer: those put a finalizer on the classifier, and deletion must never
+    wait for the operator.
+    """
+    loop: asyncio.AbstractEventLoop = memo["loop"]
+
+    def start() -> None:
+        loop.run_in_executor(memo["executor"], run)
+
+    loop.call_soon_threadsafe(loop.call_later, delay, start)
+
+
+def _remember(versions: dict[ObjectKey, str | None]) -> None:
+    """What a pass read or wrote of the children (not of the classifier, nor its Events)."""
+    for (plural, namespace, name), version in versions.items():
+        if plural not in _CHILDREN:
+            continue
+        if plural == HPAS.plural:
+            (_hpas.add if version else _hpas.discard)((namespace, name))
+        if version:
+            _seen_versions[plural, namespace, name] = version
+        else:
+            _seen_versions.pop((plural, namespace, name), None)
+
+
 def _retried_pass(memo: kopf.Memo, namespace: str, name: str) -> None:
-    kube: Kube = memo["kube"]
+    shared: Kube = memo["kube"]
     for attempt, pause in enumerate((*PASS_BACKOFFS, None), start=1):
+        kube = RecordingKube(shared.api)
         try:
             owner = kube.get(CLASSIFIERS, namespace, name)
             if owner is None or owner["metadata"].get("deletionTimestamp"):
                 return  # the classifier is gone; garbage collection removes the rest
-            new = reconcile(kube, owner, _poster(kube, owner))
+            post = _poster(shared, owner)
+            new = reconcile(kube, owner, post, hpa_may_exist=(namespace, name) in _hpas)
+            _remember(kube.versions)
             _log_outcome(namespace, name, owner.get("status") or {}, new)
             if status.in_conflict(new):
                 _recheck_later(memo, namespace, name)
@@ -227,27 +303,18 @@ def stop_passes() -> None:
 
 
 def _recheck_later(memo: kopf.Memo, namespace: str, name: str) -> None:
-    """Run one more pass in a while (one pending recheck per classifier at most).
-
-    Queued in kopf's event loop, so it ends with the operator (no thread of its own outlives
-    it). Not a kopf timer: those put a finalizer on the classifier, and deletion must never
-    wait for the operator.
-    """
+    """Run one more pass in a while (one pending recheck per classifier at most)."""
     with _rechecks_lock:
         if (namespace, name) in _rechecks:
             return
         _rechecks.add((namespace, name))
-    loop: asyncio.AbstractEventLoop = memo["loop"]
 
     def run() -> None:
         with _rechecks_lock:
             _rechecks.discard((namespace, name))
         _pass_logged(memo, namespace, name, "a recheck of a conflict")
 
-    def start() -> None:
-        loop.run_in_executor(memo["executor"], run)
-
-    loop.call_soon_threadsafe(loop.call_later, CONFLICT_RECHECK_SECONDS, start)
+    _later(memo, CONFLICT_RECHECK_SECONDS, run)
 
 
 def retry_delay(exc: Exception, pause: float | None) -> float | None:

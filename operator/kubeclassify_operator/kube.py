@@ -123,6 +123,53 @@ class Kube:
         ]
 
 
+ObjectKey = tuple[str, str, str]  # (plural, namespace, name)
+
+
+class RecordingKube(Kube):
+    """A Kube for one pass that remembers the resourceVersion of every object it read or
+    wrote (None: found missing or deleted), so that the watch events carrying exactly those
+    versions can be told apart from news."""
+
+    def __init__(self, api: ApiClient) -> None:
+        super().__init__(api)
+        self.versions: dict[ObjectKey, str | None] = {}
+
+    def _saw(self, kind: Kind, namespace: str, name: str, obj: dict[str, Any] | None) -> None:
+        version = (obj or {}).get("metadata", {}).get("resourceVersion")
+        self.versions[kind.plural, namespace, name] = version
+
+    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = super().get(kind, namespace, name)
+        self._saw(kind, namespace, name, obj)
+        return obj
+
+    def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        obj = super().create(kind, namespace, body)
+        if obj is not None:
+            self._saw(kind, namespace, obj["metadata"]["name"], obj)
+        return obj
+
+    def patch(
+        self, kind: Kind, namespace: str, name: str, patch: dict[str, Any], sub: str | None = None
+    ) -> dict[str, Any] | None:
+        obj = super().patch(kind, namespace, name, patch, sub)
+        if sub is None:
+            self._saw(kind, namespace, name, obj)
+        return obj
+
+    def delete(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        obj = super().delete(kind, namespace, name)
+        self.versions[kind.plural, namespace, name] = None
+        return obj
+
+    def list(self, kind: Kind, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        items = super().list(kind, namespace, selector)
+        for item in items:
+            self._saw(kind, namespace, item["metadata"]["name"], item)
+        return items
+
+
 def namespace_terminating(exc: Exception) -> bool:
     """A write refused because its namespace is being deleted: nothing is left to do there."""
     if not isinstance(exc, ApiException) or exc.status != 403 or not exc.body:

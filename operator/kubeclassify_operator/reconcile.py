@@ -40,8 +40,14 @@ def utcnow() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def reconcile(kube: Kube, body: dict[str, Any], post: EventPoster) -> dict[str, Any]:
-    """Create-or-patch the children of one ImageClassifier, write its status and return it."""
+def reconcile(
+    kube: Kube, body: dict[str, Any], post: EventPoster, hpa_may_exist: bool = True
+) -> dict[str, Any]:
+    """Create-or-patch the children of one ImageClassifier, write its status and return it.
+
+    `hpa_may_exist`: False when the caller knows there is no HorizontalPodAutoscaler of this
+    classifier (its watch saw none): with autoscaling off, the pass then does not look.
+    """
     owner = Owner.from_body(body)
     previous: dict[str, Any] = dict(body.get("status") or {})
     generation = body["metadata"].get("generation")
@@ -49,7 +55,7 @@ def reconcile(kube: Kube, body: dict[str, Any], post: EventPoster) -> dict[str, 
     try:
         check_name(owner.name)  # before any child: a name one child refuses leaves half
         spec = parse_spec(dict(body.get("spec") or {}))
-        deployment, service, hpa = _apply_children(kube, owner, spec, post)
+        deployment, service, hpa, created = _apply_children(kube, owner, spec, post, hpa_may_exist)
     except InvalidSpec as exc:
         new = status.invalid_status(
             previous=previous, message=str(exc), generation=generation, now=utcnow()
@@ -58,7 +64,10 @@ def reconcile(kube: Kube, body: dict[str, Any], post: EventPoster) -> dict[str, 
         observed = status.Observed(
             deployment=deployment,
             service=service,
-            pods=kube.list(PODS, owner.namespace, builders.selector_labels(owner.name)),
+            # A Deployment made just now has no pods yet: their events start the next pass.
+            pods=[]
+            if created
+            else kube.list(PODS, owner.namespace, builders.selector_labels(owner.name)),
             hpa=hpa if spec.autoscaling else None,
         )
         new = status.compute_status(
@@ -86,19 +95,22 @@ Child = dict[str, Any] | None
 
 
 def _apply_children(
-    kube: Kube, owner: Owner, spec: ImageClassifierSpec, post: EventPoster
-) -> tuple[Child, Child, Child]:
+    kube: Kube, owner: Owner, spec: ImageClassifierSpec, post: EventPoster, hpa_may_exist: bool
+) -> tuple[Child, Child, Child, bool]:
     """Create-or-patch each child this classifier controls; a same-name stranger is skipped.
 
-    Returns the Deployment, Service and HPA as they now stand, for the status to read."""
+    Returns the Deployment, Service and HPA as they now stand, for the status to read, and
+    whether the Deployment was created by this pass."""
     current = kube.get(DEPLOYMENTS, owner.namespace, owner.name)
+    created = current is None
     replicas = current.get("spec", {}).get("replicas") if current else None
     desired = builders.keep_template_hash(builders.build_deployment(owner, spec, replicas), current)
     deployment = _apply(kube, DEPLOYMENTS, desired, current, owner, post)
     current = kube.get(SERVICES, owner.namespace, owner.name)
     service = _apply(kube, SERVICES, builders.build_service(owner, spec), current, owner, post)
-    hpa = current = kube.get(HPAS, owner.namespace, owner.name)
     desired_hpa = builders.build_hpa(owner, spec)
+    look = desired_hpa is not None or hpa_may_exist
+    hpa = current = kube.get(HPAS, owner.namespace, owner.name) if look else None
     deployment_ours = deployment is not None and status.controlled_by(deployment, owner.uid)
     if desired_hpa is not None and deployment_ours:  # never autoscale someone else's Deployment
         hpa = _apply(kube, HPAS, desired_hpa, current, owner, post)
@@ -106,7 +118,7 @@ def _apply_children(
         kube.delete(HPAS, owner.namespace, owner.name)
         post("Normal", "Deleted", f"Deleted HorizontalPodAutoscaler {owner.name} (autoscaling off)")
         hpa = None
-    return deployment, service, hpa
+    return deployment, service, hpa, created
 
 
 def _apply(
