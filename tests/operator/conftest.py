@@ -35,13 +35,6 @@ from serving import free_port
 T = TypeVar("T")
 HANDLED = f"{GROUP}/last-handled-configuration"  # kopf's diff-base annotation (handlers.py)
 REPO = Path(__file__).resolve().parents[2]
-# What `kubectl apply -k deploy/` installs, minus the operator's own Deployment.
-INSTALL = [
-    "crds/imageclassifier.yaml",
-    "deploy/namespace.yaml",
-    "deploy/serviceaccount.yaml",
-    "deploy/rbac.yaml",
-]
 
 
 class Cluster:
@@ -381,10 +374,7 @@ def plane() -> Iterator[ControlPlane]:
     reuse = os.environ.get(RUN_ENV)
     control_plane = ControlPlane.attach(Path(reuse)) if reuse else ControlPlane.start()
     try:
-        control_plane.kubectl("apply", *(f"--filename={REPO / path}" for path in INSTALL))
-        control_plane.kubectl(
-            "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"
-        )
+        control_plane.install()
         yield control_plane
     finally:
         if control_plane.owned:
