@@ -34,7 +34,6 @@ from serving import free_port
 
 T = TypeVar("T")
 HANDLED = f"{GROUP}/last-handled-configuration"  # kopf's diff-base annotation (handlers.py)
-REPO = Path(__file__).resolve().parents[2]
 
 
 class Cluster:
