@@ -1,20 +1,27 @@
-"""Scale benchmark of the operator: the real `kubeclassify-operator` process against kmock's API
-emulator, with hundreds of ImageClassifiers (issue 4).
+"""Scale benchmark of the operator: the real `kubeclassify-operator` process with hundreds of
+ImageClassifiers (issues 4 and 9), against a real Kubernetes control plane (`../shared/k8s`)
+and against kmock's API emulator.
 
-Phases: create them all; let the "cluster" report the Deployments available and the load
-balancers assigned (the bench writes those statuses, as the controllers would); stay idle; then
-change every spec at once. The emulator counts the operator's requests by verb and resource;
-the operator's CPU and memory come from /proc. The bench watches the API (no polling) to time
+Real plane: the operator runs as deploy/'s ServiceAccount (a TokenRequest token), electing its
+leader in a Lease as deploy/ runs it; the API server's audit log counts its requests. The real
+controllers and scheduler act (no kubelet: pods stay Pending, Unschedulable). Phases: create
+them all; stay idle; change every spec at once.
+Emulator: the emulator counts the requests; the bench writes the Deployments' and Services'
+statuses as the controllers would (phase "available").
+
+The operator's CPU and memory come from /proc. The bench watches the API (no polling) to time
 each phase. Everything runs on loopback and stops by itself. Writes its section of
 docs/benchmarks.md.
 
-Run: python bench/operator_scale.py [--classifiers 500] [--namespaces 10] [--idle-seconds 60]
+Run: python bench/operator_scale.py [--api both|plane|emulator] [--classifiers 500]
+     [--namespaces 10] [--idle-seconds 60]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import os
 import re
@@ -36,6 +43,14 @@ from report import write_section
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "support"))  # the emulator shared with the tests
 
+from control_plane import (  # noqa: E402
+    OPERATOR_NAMESPACE,
+    OPERATOR_SA,
+    OPERATOR_USER,
+    RUN_ENV,
+    ControlPlane,
+    rbac_triple,
+)
 from kmock._internal import rendering  # noqa: E402
 from kube_emulator import (  # noqa: E402
     IC_PATH,
@@ -48,27 +63,54 @@ from kubeclassify_operator.spec import GROUP, KIND, VERSION  # noqa: E402
 from serving import free_port  # noqa: E402
 
 BENCH_AGENT = "kubeclassify-operator-scale-bench"  # the bench's own requests are not counted
-# The emulator's RBAC verbs, shown as the HTTP requests they were.
+# RBAC verbs (the emulator's and the audit log's), shown as the HTTP requests they were.
 HTTP_VERBS = {
     "get": "GET",
     "list": "LIST",
     "watch": "WATCH",
     "create": "POST",
     "patch": "PATCH",
+    "update": "PUT",
     "delete": "DELETE",
+    "deletecollection": "DELETE",
 }
-COLUMNS = ("GET", "LIST", "WATCH", "POST", "PATCH", "DELETE")
+COLUMNS = ("GET", "LIST", "WATCH", "POST", "PATCH", "PUT", "DELETE")
 WRITES = frozenset({"POST", "PATCH", "DELETE", "PUT"})
-PEERING = "clusterkopfpeerings"  # kopf's heartbeat lives here: a write by design, once a minute
+LEASES = "leases"  # leader election: the leader renews its Lease every 2 s, a write by design
+STATUS = "imageclassifiers/status"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 BOOKMARK_SECONDS = 30.0  # a real API server sends one about every minute
 QUIET_SECONDS = 3.0  # a phase is over once the operator has sent nothing for this long
 Key = tuple[str, str]  # (namespace, name)
+Auth = dict[str, Any]  # requests' cert= and verify=
 Test = Callable[[dict[str, Any]], bool]
 Goal = tuple[str, list[tuple["Watch", Test]]]  # what must hold, for every object of each watch
 
 
-class CountingEmulator(ApiServerEmulator):
+class Counts:
+    """The operator's requests by (verb, resource), when the latest was sent (Lease renewals
+    aside: they never stop) and when its latest status write was."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.counts_lock = threading.Lock()
+        self.last_request = time.monotonic()
+        self.last_status_write = 0.0
+
+    def count(self, verb: str, resource: str, when: float) -> None:
+        with self.counts_lock:
+            self.counts[verb, resource] += 1
+            if resource != LEASES:
+                self.last_request = max(self.last_request, when)
+            if resource == STATUS and verb in WRITES:
+                self.last_status_write = max(self.last_status_write, when)
+
+    def snapshot(self) -> Counter[tuple[str, str]]:
+        with self.counts_lock:
+            return Counter(self.counts)
+
+
+class CountingEmulator(ApiServerEmulator, Counts):
     """The shared emulator, counting requests by (verb, resource) instead of logging them.
 
     Only counters are kept, so memory stays flat (the shared call journal is switched off).
@@ -76,10 +118,8 @@ class CountingEmulator(ApiServerEmulator):
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
+        Counts.__init__(self)
         self.record_calls = False
-        self.counts: Counter[tuple[str, str]] = Counter()
-        self.counts_lock = threading.Lock()
-        self.last_request = time.monotonic()  # of the operator's latest request
         self.bookmarks: asyncio.Task[None] | None = None
 
     async def _handle(self, request: rendering.Request) -> Any:
@@ -90,9 +130,7 @@ class CountingEmulator(ApiServerEmulator):
             verb, resource = (
                 (HTTP_VERBS[call.verb], call.resource) if call else ("GET", "discovery")
             )
-            with self.counts_lock:
-                self.counts[verb, resource] += 1
-                self.last_request = time.monotonic()
+            self.count(verb, resource, time.monotonic())
         return await super()._handle(request)
 
     async def _send_bookmarks(self) -> None:
@@ -105,9 +143,41 @@ class CountingEmulator(ApiServerEmulator):
             for bus in list(self._buses.values()):
                 await bus.put(bookmark)
 
-    def snapshot(self) -> Counter[tuple[str, str]]:
-        with self.counts_lock:
-            return Counter(self.counts)
+
+class AuditCounts(Counts, threading.Thread):
+    """The operator's requests as the real API server's audit log records them (Metadata
+    level: one line per request and stage), read as it grows."""
+
+    def __init__(self, audit_log: Path) -> None:
+        Counts.__init__(self)
+        threading.Thread.__init__(self, daemon=True)
+        self.audit_log = audit_log
+        self.seen: set[str] = set()  # auditIDs: a watch is logged when it starts and ends
+        # Audit times are wall-clock; the phases are timed on the monotonic clock.
+        self.offset = time.monotonic() - time.time()
+
+    def run(self) -> None:
+        while not self.audit_log.exists():
+            time.sleep(0.1)
+        with self.audit_log.open() as log:
+            partial = ""
+            while True:
+                line = log.readline()
+                if not line.endswith("\n"):
+                    partial += line
+                    time.sleep(0.1)
+                    continue
+                self._seen(json.loads(partial + line))
+                partial = ""
+
+    def _seen(self, event: dict[str, Any]) -> None:
+        if event["user"]["username"] != OPERATOR_USER or event["auditID"] in self.seen:
+            return
+        self.seen.add(event["auditID"])
+        triple = rbac_triple(event)
+        resource = triple[1] if triple else "discovery"
+        received = datetime.datetime.fromisoformat(event["requestReceivedTimestamp"])
+        self.count(HTTP_VERBS[event["verb"]], resource, received.timestamp() + self.offset)
 
 
 @dataclass
@@ -125,37 +195,52 @@ class Watch(threading.Thread):
     (which shares the CPU with the operator) with repeated listings.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, auth: Auth) -> None:
         super().__init__(daemon=True)
         self.url = url
+        self.auth = auth
         self.objects: dict[Key, dict[str, Any]] = {}
         self.trackers: list[Tracker] = []
+        self.events: Counter[str] = Counter()  # ADDED, MODIFIED, DELETED: what the operator sees
         self.lock = threading.Lock()
         self.started_streaming = threading.Event()
 
     def run(self) -> None:
+        """Watch, and watch again whenever the stream ends or reports an error (a busy real
+        API server may answer a new watch with a 504 while its watch cache catches up); each
+        new watch replays every object, so no state is missed."""
         headers = {"User-Agent": BENCH_AGENT}
         params = {"watch": "true"}
-        with requests.get(self.url, params=params, headers=headers, stream=True, timeout=None) as r:
-            self.started_streaming.set()
-            for line in r.iter_lines(chunk_size=None):
-                if line:
-                    self._seen(json.loads(line))
+        while True:
+            with requests.get(
+                self.url, params=params, headers=headers, stream=True, timeout=None, **self.auth
+            ) as r:
+                self.started_streaming.set()
+                for line in r.iter_lines(chunk_size=None):
+                    if line and self._seen(json.loads(line)) == "ERROR":
+                        break
+            time.sleep(1)
 
-    def _seen(self, event: dict[str, Any]) -> None:
+    def _seen(self, event: dict[str, Any]) -> str:
         obj = event.get("object")
-        if event.get("type") not in ("ADDED", "MODIFIED", "DELETED") or not obj:
-            return  # ERROR or BOOKMARK
+        type_ = str(event.get("type"))
+        if type_ not in ("ADDED", "MODIFIED", "DELETED") or not obj:
+            return type_  # ERROR or BOOKMARK
         key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        version = obj["metadata"].get("resourceVersion")
         now = time.monotonic()
         with self.lock:
-            if event["type"] == "DELETED":
+            known = self.objects.get(key, {}).get("metadata", {}).get("resourceVersion")
+            if known != version or type_ == "DELETED":  # not a replay after a new watch
+                self.events[type_] += 1
+            if type_ == "DELETED":
                 self.objects.pop(key, None)
-                return
+                return type_
             self.objects[key] = obj
             for tracker in self.trackers:
                 if key not in tracker.done and tracker.test(obj):
                     tracker.done[key] = now
+        return type_
 
     def track(self, test: Callable[[dict[str, Any]], bool]) -> Tracker:
         tracker = Tracker(test)
@@ -173,27 +258,44 @@ class Watch(threading.Thread):
         with self.lock:
             return dict(self.objects)
 
+    def event_counts(self) -> Counter[str]:
+        with self.lock:
+            return Counter(self.events)
+
 
 @dataclass
 class Watches:
     classifiers: Watch
     deployments: Watch
     services: Watch
+    pods: Watch
 
     @classmethod
-    def start(cls, url: str) -> Watches:
+    def start(cls, url: str, auth: Auth) -> Watches:
         watches = cls(
-            Watch(f"{url}{IC_PATH}/imageclassifiers"),
-            Watch(f"{url}/apis/apps/v1/deployments"),
-            Watch(f"{url}/api/v1/services"),
+            Watch(f"{url}{IC_PATH}/imageclassifiers", auth),
+            Watch(f"{url}/apis/apps/v1/deployments", auth),
+            Watch(f"{url}/api/v1/services", auth),
+            Watch(f"{url}/api/v1/pods", auth),
         )
         for watch in watches.all():
             watch.start()
             assert watch.started_streaming.wait(10), f"cannot watch {watch.url}"
         return watches
 
-    def all(self) -> tuple[Watch, Watch, Watch]:
-        return self.classifiers, self.deployments, self.services
+    def all(self) -> tuple[Watch, Watch, Watch, Watch]:
+        return self.classifiers, self.deployments, self.services, self.pods
+
+    def event_counts(self) -> Counter[tuple[str, str]]:
+        """Watch events so far by (kind, type): what triggers the operator's passes."""
+        kinds = ("ImageClassifier", "Deployment", "Service", "Pod")
+        return Counter(
+            {
+                (kind, type_): n
+                for kind, watch in zip(kinds, self.all(), strict=True)
+                for type_, n in watch.event_counts().items()
+            }
+        )
 
 
 def wait_all(
@@ -217,15 +319,16 @@ def wait_all(
             watch.untrack(tracker)
 
 
-def wait_quiet(emulator: CountingEmulator, limit: float) -> float:
-    """Wait until the operator has been silent for QUIET_SECONDS; return its last request time."""
+def wait_quiet(counts: Counts, limit: float) -> float:
+    """Wait until the operator has been silent for QUIET_SECONDS (Lease renewals aside);
+    return its last request time."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        silent = time.monotonic() - emulator.last_request
+        silent = time.monotonic() - counts.last_request
         if silent >= QUIET_SECONDS:
             break
-        time.sleep(QUIET_SECONDS - silent)
-    return emulator.last_request
+        time.sleep(max(QUIET_SECONDS - silent, 0.1))
+    return counts.last_request
 
 
 def ready(ic: dict[str, Any]) -> bool:
@@ -282,8 +385,10 @@ class Proc:
         raise KeyError(key)
 
 
-def start_operator(kubeconfig: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """The installed console command, cluster-wide; standalone (kmock serves no Leases)."""
+def start_operator(
+    kubeconfig: Path, log_path: Path, *args: str
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The installed console command, cluster-wide, with `args`."""
     command = shutil.which("kubeclassify-operator", path=str(Path(sys.executable).parent))
     if not command:
         sys.exit("install the operator first: make install-dev")
@@ -292,12 +397,12 @@ def start_operator(kubeconfig: Path, log_path: Path) -> tuple[subprocess.Popen[b
     env.pop("KUBERNETES_SERVICE_HOST", None)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [command, "--standalone", "--liveness", liveness],
+            [command, *args, "--liveness", liveness],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 90  # a standby waits for the Lease; kopf then starts
     while time.monotonic() < deadline:
         if process.poll() is not None:
             sys.exit(f"the operator exited:\n{log_path.read_text()}")
@@ -308,7 +413,7 @@ def start_operator(kubeconfig: Path, log_path: Path) -> tuple[subprocess.Popen[b
             pass
         time.sleep(0.1)
     process.kill()
-    sys.exit(f"the operator did not become live in 60 s:\n{log_path.read_text()}")
+    sys.exit(f"the operator did not become live in 90 s:\n{log_path.read_text()}")
 
 
 def stop_operator(process: subprocess.Popen[bytes]) -> None:
@@ -332,10 +437,12 @@ class Phase:
     seconds: float | None  # None: the goal was not reached before the timeout
     reached: int
     requests: Counter[tuple[str, str]]
+    events: Counter[tuple[str, str]]  # watch events by (kind, type) over the phase
     sent_seconds: float  # how long the bench took to send its own writes
     last_request_s: float  # the operator's last request of the phase, from the phase start
+    last_status_write_s: float | None  # its last status write, from the bench's last write
     operator_cores: float  # CPU over the phase (until silent)
-    emulator_cores: float
+    server_cores: float  # the emulator's thread, or the API server (and etcd)
 
     def by_verb(self) -> Counter[str]:
         verbs: Counter[str] = Counter()
@@ -346,14 +453,15 @@ class Phase:
 
 @dataclass
 class Results:
+    api: str  # "plane" or "emulator"
     classifiers: int
     namespaces: int
     idle_seconds: float
-    command: str
     phases: list[Phase] = field(default_factory=list)
     idle: Counter[tuple[str, str]] = field(default_factory=Counter)
+    idle_events: Counter[tuple[str, str]] = field(default_factory=Counter)
     idle_operator_cores: float = 0.0
-    idle_emulator_cores: float = 0.0
+    idle_server_cores: float = 0.0
     rss_mb: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
     load: list[float] = field(default_factory=list)  # 1-min load average through the run
@@ -366,15 +474,22 @@ class Bench:
     """What the phases drive and measure."""
 
     url: str
-    emulator: CountingEmulator
+    auth: Auth
+    counts: Counts
     watches: Watches
     operator: Proc
-    emulator_thread: Proc
+    server: list[Proc]  # the emulator's thread, or the API server and etcd
     session: requests.Session = field(default_factory=requests.Session)
     load: list[float] = field(default_factory=list)  # the 1-min load average after each phase
 
     def __post_init__(self) -> None:
         self.session.headers["User-Agent"] = BENCH_AGENT
+        self.session.cert = self.auth.get("cert")
+        self.session.verify = self.auth.get("verify", True)
+        self.session.trust_env = False  # no proxy for loopback, the plane's CA only
+
+    def server_seconds(self) -> float:
+        return sum(proc.cpu_seconds() for proc in self.server)
 
     def send(self, method: str, path: str, body: dict[str, Any]) -> None:
         headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
@@ -391,8 +506,8 @@ class Bench:
     ) -> list[Phase]:
         """Send the bench's writes, time each goal from the same start, then wait for the
         operator to fall silent; one row per goal, sharing the phase's requests and CPU."""
-        before = self.emulator.snapshot()
-        cpu = self.operator.cpu_seconds(), self.emulator_thread.cpu_seconds()
+        before, events = self.counts.snapshot(), self.watches.event_counts()
+        cpu = self.operator.cpu_seconds(), self.server_seconds()
         started = time.monotonic()
         writes()
         sent = time.monotonic() - started
@@ -402,12 +517,15 @@ class Bench:
             done = f"{seconds:.1f} s" if seconds is not None else f"NOT reached ({reached}/{count})"
             print(f"{name}: {goal}: {done}; bench writes took {sent:.1f} s", flush=True)
             timed.append((goal, seconds, reached))
-        last = wait_quiet(self.emulator, timeout)
+        last = wait_quiet(self.counts, timeout)
         elapsed = time.monotonic() - started
         operator_cores = (self.operator.cpu_seconds() - cpu[0]) / elapsed
-        emulator_cores = (self.emulator_thread.cpu_seconds() - cpu[1]) / elapsed
-        counts = self.emulator.snapshot()
+        server_cores = (self.server_seconds() - cpu[1]) / elapsed
+        counts = self.counts.snapshot()
         counts.subtract(before)
+        seen = self.watches.event_counts()
+        seen.subtract(events)
+        status_write = self.counts.last_status_write
         self.load.append(os.getloadavg()[0])
         return [
             Phase(
@@ -416,10 +534,12 @@ class Bench:
                 seconds,
                 reached,
                 +counts,
+                +seen,
                 sent,
                 last - started,
+                status_write - started - sent if status_write > started else None,
                 operator_cores,
-                emulator_cores,
+                server_cores,
             )
             for goal, seconds, reached in timed
         ]
@@ -482,26 +602,30 @@ def run(bench: Bench, keys: list[Key], results: Results, timeout: float) -> None
             path = f"/api/v1/namespaces/{namespace}/services/{name}/status"
             bench.send("PATCH", path, {"status": ingress})
 
-    results.phases += bench.phase(
-        "available",
-        report_available,
-        [("all Ready=True", [(watches.classifiers, ready)])],
-        n,
-        timeout,
-    )
+    if results.api == "emulator":  # on the plane, the real controllers write the statuses
+        results.phases += bench.phase(
+            "available",
+            report_available,
+            [("all Ready=True", [(watches.classifiers, ready)])],
+            n,
+            timeout,
+        )
 
-    # Steady state: nothing changes; the operator should only hold its watches and heartbeat.
-    before = bench.emulator.snapshot()
+    # Steady state: nothing changes; the operator should only hold its watches (and Lease).
+    before, events = bench.counts.snapshot(), watches.event_counts()
     cpu_before = bench.operator.cpu_seconds()
-    emulator_before = bench.emulator_thread.cpu_seconds()
+    server_before = bench.server_seconds()
     started = time.monotonic()
     time.sleep(results.idle_seconds)
     elapsed = time.monotonic() - started
     results.idle_operator_cores = (bench.operator.cpu_seconds() - cpu_before) / elapsed
-    results.idle_emulator_cores = (bench.emulator_thread.cpu_seconds() - emulator_before) / elapsed
-    idle = bench.emulator.snapshot()
+    results.idle_server_cores = (bench.server_seconds() - server_before) / elapsed
+    idle = bench.counts.snapshot()
     idle.subtract(before)
     results.idle = +idle
+    seen = watches.event_counts()
+    seen.subtract(events)
+    results.idle_events = +seen
     results.rss_mb[f"after {results.idle_seconds:.0f} s idle"] = bench.operator.memory_mb("VmRSS")
     print(f"idle: {sum(results.idle.values())} requests, {dict(results.idle)}", flush=True)
 
@@ -527,38 +651,141 @@ def run(bench: Bench, keys: list[Key], results: Results, timeout: float) -> None
 # --- the report -------------------------------------------------------------------------------
 
 
-def render(results: Results) -> str:
-    n = results.classifiers
+def per_classifier(counts: Counter[tuple[str, str]], n: int, leases: bool = False) -> float:
+    """Requests per classifier (the Lease's renewals left out unless `leases`)."""
+    return sum(c for (_, res), c in counts.items() if leases or res != LEASES) / n
+
+
+def writes_of(counts: Counter[tuple[str, str]]) -> int:
+    """Writes, Lease renewals aside."""
+    return sum(c for (verb, res), c in counts.items() if verb in WRITES and res != LEASES)
+
+
+def seconds(value: float | None) -> str:
+    return f"{value:.1f} s" if value is not None else "n/a"
+
+
+def summary(runs: list[Results]) -> list[str]:
+    """Issue 9's targets, one column per API."""
+    names = {"plane": "real control plane", "emulator": "API emulator"}
+    rows: list[tuple[str, list[str]]] = []
+
+    def row(label: str, value: Callable[[Results], str]) -> None:
+        rows.append((label, [value(r) for r in runs]))
+
+    def create(r: Results) -> Phase:
+        return r.phases[0]
+
+    def children(r: Results) -> str:
+        phase = create(r)
+        return seconds(phase.seconds) if phase.seconds is not None else f"NOT ({phase.reached})"
+
+    row(
+        "requests per classifier, create (target <= 15)",
+        lambda r: f"{per_classifier(create(r).requests, r.classifiers):.1f}",
+    )
+    row("all children exist, from the first create", children)
+    row("bench's creates took", lambda r: seconds(create(r).sent_seconds))
+    row(
+        "last status write after the last create (target <= 60 s)",
+        lambda r: seconds(create(r).last_status_write_s),
+    )
+    row(
+        f"writes once settled, {runs[0].idle_seconds:.0f} s (target 0)",
+        lambda r: str(writes_of(r.idle)),
+    )
+    row(
+        "Lease renewals meanwhile (leader election)",
+        lambda r: str(
+            sum(c for (verb, res), c in r.idle.items() if res == LEASES and verb in WRITES)
+        ),
+    )
+    row("operator RSS, peak", lambda r: f"{r.peak_rss_mb:.0f} MiB")
+    header = "| figure | " + " | ".join(names[r.api] for r in runs) + " |"
+    lines = [header, "|---|" + "---|" * len(runs)]
+    lines += [f"| {label} | " + " | ".join(values) + " |" for label, values in rows]
+    return lines
+
+
+def render(runs: list[Results], command: str) -> str:
+    n, namespaces = runs[0].classifiers, runs[0].namespaces
     lines = [
-        f"## Operator: {n} ImageClassifiers against the API emulator",
+        f"## Operator: {n} ImageClassifiers on a real control plane and on the API emulator",
         "",
-        f"Produced by `{results.command}`, all figures from one run on this machine "
-        f"({os.cpu_count()} CPUs). The real `kubeclassify-operator` process (kopf, cluster-wide,",
-        "with peering, as `deploy/` runs it) talks over loopback HTTP to kmock's Kubernetes API",
-        "emulator (`tests/support/kube_emulator.py`) running in the bench's own process. "
-        f"{n} classifiers in {results.namespaces} namespaces.",
+        f"Produced by `{command}`, all figures from one run on this machine "
+        f"({os.cpu_count()} CPUs), {n} classifiers in {namespaces} namespaces, the real",
+        "`kubeclassify-operator` process (kopf, cluster-wide) against each API in turn.",
         "",
-        "How it is measured:",
+        *summary(runs),
         "",
-        "- the emulator counts every request of the operator by verb and resource (the bench's",
-        "  own requests are left out); kmock's WATCH is one long request per watched resource;",
-        "- the bench watches ImageClassifiers, Deployments and Services and times each goal to the",
-        "  watch event that met it for the last object (no polling);",
-        "- a phase's requests are those from its first write by the bench until the operator has",
-        f"  been silent for {QUIET_SECONDS:.0f} s;",
-        "- CPU is user + system time from `/proc/<pid>/stat` (operator) and",
-        "  `/proc/self/task/<tid>/stat` (the emulator's thread); memory is `VmRSS` / `VmHWM`.",
+        "Where the requests went, and what changed (issue 9). Before 246ea25 every watch event",
+        "of a child started a full pass (GET the classifier, Deployment, Service and HPA, LIST",
+        "the pods, then the writes), one per event: on the real plane a new classifier's",
+        "children send about 7 events (the echoes of the operator's own Deployment and Service",
+        "creates, 2 or 3 Deployment status updates by its controller, the pod's creation and",
+        "the scheduler marking it Unschedulable), so 7 passes and 44.6 requests per classifier",
+        "(100 classifiers; the issue measured 45 at 500, with status writes until about 120 s).",
+        "Now a pass records the resourceVersion of every child it read or wrote, and an event",
+        "carrying a version already read starts nothing; the other child events start one pass",
+        "2 s later that every change meanwhile joins; the HPA is looked up only when autoscaling",
+        "is on or the HPA watch has seen one of ours; the pass that creates the Deployment does",
+        "not list its pods (there are none yet). `tests/operator/test_plane_requests.py` checks",
+        "this in the audit log (5 pod changes: one pass and no write; a new classifier: 2 to 4",
+        "passes and 2 status writes).",
         "",
-        "Phases: **create** posts the classifiers one after another (`spec: {replicas: 1}`);",
-        "**available** writes what the deployment controller and a cloud load balancer would",
-        "(each Deployment's status Available with its replicas ready, each Service's",
-        "load-balancer address); **idle** changes nothing for "
-        f"{results.idle_seconds:.0f} s; **spec change** patches every classifier's",
-        "spec at once (a new `env` entry, so every Deployment's pod template must change).",
+    ]
+    for results in runs:
+        lines += render_one(results)
+    return "\n".join(lines) + "\n"
+
+
+def render_one(results: Results) -> list[str]:
+    n = results.classifiers
+    plane = results.api == "plane"
+    server = "API server + etcd" if plane else "emulator"
+    if plane:
+        lines = [
+            "### Real control plane",
+            "",
+            "Kubernetes v1.36 `kube-apiserver`, `kube-controller-manager` and `kube-scheduler`",
+            "with etcd on loopback (`../shared/k8s`, started by `tests/support/control_plane.py`),",
+            "no kubelet and no node: the Deployment controller makes a ReplicaSet and a pod per",
+            "classifier, the scheduler marks each pod Unschedulable, and the status says so. The",
+            "operator authenticates as deploy/'s ServiceAccount (a TokenRequest token; the API",
+            "server enforces deploy/rbac.yaml) and elects itself leader in its Lease, as deploy/",
+            "runs it. Its requests are counted from the API server's audit log (Metadata level,",
+            "one entry per request, the ServiceAccount's username); the Lease's renewals (every",
+            "2 s) are left out of the per-classifier figures and of the quiet detection.",
+            "",
+            "Phases: **create** posts the classifiers one after another (`spec: {replicas: 1}`);",
+            f"**idle** changes nothing for {results.idle_seconds:.0f} s; **spec change** patches",
+            "every classifier's spec at once (a new `env` entry: a new ReplicaSet and pod each).",
+            "",
+        ]
+    else:
+        lines = [
+            "### API emulator",
+            "",
+            "kmock's Kubernetes API emulator (`tests/support/kube_emulator.py`) in the bench's own",
+            "process, counting every request of the operator (standalone: kmock serves no",
+            "Leases) by verb and resource; kmock's WATCH is one long request per resource.",
+            "",
+            "Phases: **create** as above; **available** writes what the deployment controller and",
+            "a cloud load balancer would (each Deployment's status Available with its replicas",
+            "ready, each Service's load-balancer address); **idle** changes nothing for "
+            f"{results.idle_seconds:.0f} s;",
+            "**spec change** as above.",
+            "",
+        ]
+    lines += [
+        "The bench watches ImageClassifiers, Deployments, Services and pods and times each goal",
+        "to the watch event that met it for the last object (no polling); a phase's requests",
+        "are those from its first write by the bench until the operator has been silent for",
+        f"{QUIET_SECONDS:.0f} s; CPU is user + system time from `/proc` over that span.",
         "",
         "| phase | goal | time | bench's own writes took | operator's last request"
-        " | operator CPU | emulator CPU |",
-        "|---|---|---|---|---|---|---|",
+        f" | last status write after the bench's last write | operator CPU | {server} CPU |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for phase in results.phases:
         time_ = f"{phase.seconds:.1f} s" if phase.seconds is not None else "NOT reached"
@@ -566,43 +793,54 @@ def render(results: Results) -> str:
             time_ += f" ({phase.reached}/{n})"
         lines.append(
             f"| {phase.name} | {phase.goal} | {time_} | {phase.sent_seconds:.1f} s"
-            f" | {phase.last_request_s:.1f} s | {phase.operator_cores:.2f} cores"
-            f" | {phase.emulator_cores:.2f} cores |"
+            f" | {phase.last_request_s:.1f} s | {seconds(phase.last_status_write_s)}"
+            f" | {phase.operator_cores:.2f} cores | {phase.server_cores:.2f} cores |"
         )
     phases = list({phase.name: phase for phase in results.phases}.values())  # one per phase
+    columns = [c for c in COLUMNS if any(v == c for p in phases for v, _ in p.requests)]
     lines += [
         "",
-        "Times run from the bench's first write of the phase; the operator's last request is",
-        f"followed by {QUIET_SECONDS:.0f} s of silence; CPU is averaged over that span.",
+        "Requests of the operator per ImageClassifier, by verb"
+        + (" (Lease renewals aside)" if plane else "")
+        + ":",
         "",
-        "Requests of the operator per ImageClassifier, by verb:",
-        "",
-        "| phase | " + " | ".join(COLUMNS) + " | total |",
-        "|---|" + "---|" * (len(COLUMNS) + 1),
+        "| phase | " + " | ".join(columns) + " | total |",
+        "|---|" + "---|" * (len(columns) + 1),
     ]
     for phase in phases:
-        verbs = phase.by_verb()
+        verbs: Counter[str] = Counter()
+        for (verb, res), c in phase.requests.items():
+            if res != LEASES:
+                verbs[verb] += c
         lines.append(
             f"| {phase.name} | "
-            + " | ".join(f"{verbs[verb] / n:.2f}" for verb in COLUMNS)
-            + f" | {sum(verbs.values()) / n:.2f} |"
+            + " | ".join(f"{verbs[verb] / n:.2f}" for verb in columns)
+            + f" | {per_classifier(phase.requests, n):.2f} |"
         )
-    idle_writes = sum(c for (verb, _), c in results.idle.items() if verb in WRITES)
-    heartbeats = sum(
-        c for (verb, res), c in results.idle.items() if verb in WRITES and res.startswith(PEERING)
-    )
+    lines += [
+        "",
+        "Watch events per ImageClassifier over each phase (what starts the operator's passes):",
+        "",
+        "| phase | kind | ADDED | MODIFIED | DELETED |",
+        "|---|---|---|---|---|",
+    ]
+    by_phase_events = [(p.name, p.events) for p in phases] + [("idle", results.idle_events)]
+    for name, events in by_phase_events:
+        for kind in sorted({kind for kind, _ in events}):
+            per_type = [events[kind, t] / n for t in ("ADDED", "MODIFIED", "DELETED")]
+            lines.append(f"| {name} | {kind} | " + " | ".join(f"{c:.2f}" for c in per_type) + " |")
+    leases = sum(c for (verb, res), c in results.idle.items() if res == LEASES and verb in WRITES)
     lines += [
         "",
         f"Steady state ({results.idle_seconds:.0f} s, nothing changing):",
         "",
         "| figure | value |",
         "|---|---|",
-        f"| writes (POST/PATCH/DELETE), all | {idle_writes} |",
-        f"| of which kopf's peering heartbeat | {heartbeats} |",
-        f"| writes to classifiers, children or events | {idle_writes - heartbeats} |",
+        f"| writes to classifiers, children or events | {writes_of(results.idle)} |",
+        f"| Lease renewals (leader election) | {leases} |",
         f"| requests in total | {sum(results.idle.values())} |",
         f"| operator CPU | {results.idle_operator_cores:.3f} cores |",
-        f"| emulator CPU (its thread) | {results.idle_emulator_cores:.3f} cores |",
+        f"| {server} CPU | {results.idle_server_cores:.3f} cores |",
         "",
         "Operator memory:",
         "",
@@ -613,13 +851,13 @@ def render(results: Results) -> str:
         "",
         "Requests per ImageClassifier by resource (operator only):",
         "",
-        "| phase | resource | " + " | ".join(COLUMNS) + " |",
-        "|---|---|" + "---|" * len(COLUMNS),
+        "| phase | resource | " + " | ".join(columns) + " |",
+        "|---|---|" + "---|" * len(columns),
     ]
     by_phase = [(phase.name, phase.requests) for phase in phases] + [("idle", results.idle)]
     for name, counts in by_phase:
         for resource in sorted({res for _, res in counts}):
-            row = [counts[verb, resource] / n for verb in COLUMNS]
+            row = [counts[verb, resource] / n for verb in columns]
             lines.append(f"| {name} | {resource} | " + " | ".join(f"{v:.2f}" for v in row) + " |")
     lines += [
         "",
@@ -633,31 +871,34 @@ def render(results: Results) -> str:
         "",
         "Caveats:",
         "",
-        "- The machine was not otherwise idle: the 1-minute load average after create, available"
-        " and spec change was "
+        "- The machine was not otherwise idle (other sessions share its "
+        f"{os.cpu_count()} CPUs): the 1-minute load average after each phase was "
         + ", ".join(f"{load:.1f}" for load in results.load)
-        + f" (on {os.cpu_count()} CPUs); times vary by tens of percent from run to run.",
-        "- The emulator is kmock, in Python, in the bench's process on the same "
-        f"{os.cpu_count()} cores:",
-        "  it competes with the operator for the CPU, and it is far slower than a real API server",
-        "  (it scans every stored object on each GET), so the times are an upper bound for the",
-        "  operator's own latency, not what a real cluster would show. The request counts do not",
-        "  depend on that.",
-        "- The emulator runs no controllers and no garbage collection: no pods are created, no",
-        "  Deployment rolls out (after the spec change the Deployments keep their old status),",
-        "  and the operator's list of pods is always empty; the bench writes the statuses above",
-        "  itself, once per object, where a real cluster writes several as pods start.",
-        "- It does not validate, default or prune (no CRD schema) and has no resourceVersion",
-        "  conflicts. kmock sends no watch BOOKMARK events; the bench makes it send one on every",
-        f"  watch every {BOOKMARK_SECONDS:.0f} s, as an API server does (kopf takes a watch quiet",
-        "  for 70 s for dead and reconnects). On a reconnect kmock replays every object, as a",
-        "  real API server does after a `410 Gone` re-list; the operator skips children whose",
-        "  resourceVersion it has already reconciled, so that costs no pass. (Before that check,",
-        "  each reconnect cost one full pass per child, and at 500 classifiers the operator never",
-        "  went quiet. Checked once without bookmarks, 100 classifiers, 150 s idle: 15 requests,",
-        "  the re-watches and kopf's heartbeats, and no pass.)",
+        + "; times vary by tens of percent from run to run, request counts much less.",
     ]
-    return "\n".join(lines) + "\n"
+    if plane:
+        lines += [
+            "- The API server, etcd, the controllers and the scheduler share those CPUs with the",
+            "  operator and the bench. No kubelet: no pod runs, so no Deployment becomes",
+            "  available and no status reaches Ready; with a kubelet, each pod would add a few",
+            "  status changes (container statuses, readiness) and so a few passes.",
+        ]
+    else:
+        lines += [
+            "- The emulator is kmock, in Python, in the bench's process on the same CPUs: it",
+            "  competes with the operator for the CPU and is far slower than a real API server",
+            "  (it scans every stored object on each GET), so its times are an upper bound.",
+            "- It runs no controllers and no garbage collection: no pods are created, no",
+            "  Deployment rolls out (after the spec change the Deployments keep their old",
+            "  status), and the operator's list of pods is always empty; the bench writes the",
+            "  statuses above itself, once per object, where a real cluster writes several.",
+            "- It does not validate, default or prune (no CRD schema) and has no resourceVersion",
+            "  conflicts. kmock sends no watch BOOKMARK events; the bench makes it send one on",
+            f"  every watch every {BOOKMARK_SECONDS:.0f} s, as an API server does (kopf takes a",
+            "  watch quiet for 70 s for dead and reconnects).",
+        ]
+    lines.append("")
+    return lines
 
 
 def log_problems(log_path: Path) -> tuple[int, list[str]]:
@@ -671,15 +912,106 @@ def log_problems(log_path: Path) -> tuple[int, list[str]]:
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--api",
+        choices=("both", "plane", "emulator"),
+        default="both",
+        help="the real control plane (../shared/k8s), kmock's emulator, or both in turn",
+    )
     parser.add_argument("--classifiers", type=int, default=500)
     parser.add_argument("--namespaces", type=int, default=10)
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument(
-        "--timeout", type=float, default=240, help="give up on a phase after this many seconds"
+        "--timeout", type=float, default=300, help="give up on a phase after this many seconds"
     )
     parser.add_argument("--no-write", action="store_true", help="do not update the doc")
-    parser.add_argument("--log", type=Path, help="keep the operator's log in this file")
+    parser.add_argument("--log", type=Path, help="keep the operator's logs in this directory")
+    parser.add_argument("--verbose", action="store_true", help="the operator logs at debug level")
     return parser.parse_args()
+
+
+def measure(
+    api: str,
+    url: str,
+    auth: Auth,
+    counts: Counts,
+    server: list[Proc],
+    kubeconfig: Path,
+    operator_args: list[str],
+    keys: list[Key],
+    args: argparse.Namespace,
+    log_dir: Path,
+) -> Results:
+    """Start the operator, run the phases, stop it."""
+    results = Results(api, args.classifiers, args.namespaces, args.idle_seconds)
+    log_path = log_dir / f"operator-{api}.log"
+    watches = Watches.start(url, auth)
+    if args.verbose:
+        operator_args.append("--verbose")
+    process, _ = start_operator(kubeconfig, log_path, *operator_args)
+    try:
+        wait_quiet(counts, 60)  # startup: discovery, the first listings
+        bench = Bench(url, auth, counts, watches, Proc.of(process.pid), server)
+        run(bench, keys, results, args.timeout)
+        results.load = bench.load
+    finally:
+        if process.poll() is not None:
+            print(f"the operator exited early:\n{log_path.read_text()[-5000:]}", file=sys.stderr)
+        stop_operator(process)
+        results.log_lines, results.log_problems = log_problems(log_path)
+    return results
+
+
+def on_emulator(keys: list[Key], args: argparse.Namespace, log_dir: Path) -> Results:
+    thread = EmulatorThread(CountingEmulator)
+    thread.start_and_wait()
+    assert isinstance(thread.emulator, CountingEmulator) and thread.native_id is not None
+    try:
+        kubeconfig = write_kubeconfig(log_dir / "emulator.kubeconfig", thread.url)
+        server = [Proc.of(os.getpid(), thread.native_id)]
+        # Standalone: kmock serves no Leases to elect a leader in.
+        return measure(
+            "emulator",
+            thread.url,
+            {},
+            thread.emulator,
+            server,
+            kubeconfig,
+            ["--standalone"],
+            keys,
+            args,
+            log_dir,
+        )
+    finally:
+        thread.stop()
+
+
+def on_plane(keys: list[Key], args: argparse.Namespace, log_dir: Path) -> Results:
+    """A plane of its own (or the one KUBECLASSIFY_K8S_RUN names, whose bench namespaces are
+    deleted afterwards), with deploy/ installed."""
+    reuse = os.environ.get(RUN_ENV)
+    plane = ControlPlane.attach(Path(reuse)) if reuse else ControlPlane.start()
+    try:
+        plane.install()
+        for namespace in sorted({namespace for namespace, _ in keys}):
+            plane.kubectl("create", "namespace", namespace)
+        kubeconfig = plane.token_kubeconfig(
+            log_dir / "plane.kubeconfig", OPERATOR_SA, OPERATOR_NAMESPACE
+        )
+        counts = AuditCounts(plane.audit_log)
+        counts.start()
+        pids = plane.run_dir / "pids"
+        server = [Proc.of(int((pids / f"{c}.pid").read_text())) for c in ("kube-apiserver", "etcd")]
+        auth: Auth = {"cert": plane.admin_cert, "verify": str(plane.ca_cert)}
+        return measure(
+            "plane", plane.url, auth, counts, server, kubeconfig, [], keys, args, log_dir
+        )
+    finally:
+        if plane.owned:
+            plane.down()
+        else:
+            for namespace in sorted({namespace for namespace, _ in keys}):
+                plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def main() -> None:
@@ -687,43 +1019,28 @@ def main() -> None:
     command = "python bench/operator_scale.py" + "".join(
         f" --{flag} {value}"
         for flag, value, default in (
+            ("api", args.api, "both"),
             ("classifiers", args.classifiers, 500),
             ("namespaces", args.namespaces, 10),
             ("idle-seconds", f"{args.idle_seconds:g}", "60"),
         )
         if value != default
     )
-    keys = [(f"bench-{i % args.namespaces}", f"ic-{i:04d}") for i in range(args.classifiers)]
-    results = Results(args.classifiers, args.namespaces, args.idle_seconds, command)
-    thread = EmulatorThread(CountingEmulator)
-    thread.start_and_wait()
-    assert isinstance(thread.emulator, CountingEmulator) and thread.native_id is not None
-    emulator = thread.emulator
+    apis = ("plane", "emulator") if args.api == "both" else (args.api,)
+    runs = []
     with tempfile.TemporaryDirectory(prefix="operator-scale-") as tmp:
-        kubeconfig = write_kubeconfig(Path(tmp) / "kubeconfig", thread.url)
-        log_path = args.log or Path(tmp) / "operator.log"
-        watches = Watches.start(thread.url)
-        process, _ = start_operator(kubeconfig, log_path)
-        try:
-            wait_quiet(emulator, 60)  # startup: peering, discovery, the first listings
-            bench = Bench(
-                thread.url,
-                emulator,
-                watches,
-                Proc.of(process.pid),
-                Proc.of(os.getpid(), thread.native_id),
+        log_dir = args.log or Path(tmp)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for api in apis:
+            prefix = (
+                f"bench-{os.getpid()}" if api == "plane" and os.environ.get(RUN_ENV) else "bench"
             )
-            run(bench, keys, results, args.timeout)
-            results.load = bench.load
-        finally:
-            if process.poll() is not None:
-                print(
-                    f"the operator exited early:\n{log_path.read_text()[-5000:]}", file=sys.stderr
-                )
-            stop_operator(process)
-            results.log_lines, results.log_problems = log_problems(log_path)
-            thread.stop()
-    markdown = render(results)
+            keys = [
+                (f"{prefix}-{i % args.namespaces}", f"ic-{i:04d}") for i in range(args.classifiers)
+            ]
+            run_on = on_plane if api == "plane" else on_emulator
+            runs.append(run_on(keys, args, log_dir))
+    markdown = render(runs, command)
     print(markdown)
     if not args.no_write:
         write_section("operator_scale", markdown)
