@@ -204,6 +204,7 @@ class Watch(threading.Thread):
         self.events: Counter[str] = Counter()  # ADDED, MODIFIED, DELETED: what the operator sees
         self.lock = threading.Lock()
         self.started_streaming = threading.Event()
+        self.stopped = threading.Event()  # the API is going away: a cut stream is the end
 
     def run(self) -> None:
         """Watch, and watch again whenever the stream ends or reports an error (a busy real
@@ -211,14 +212,17 @@ class Watch(threading.Thread):
         new watch replays every object, so no state is missed."""
         headers = {"User-Agent": BENCH_AGENT}
         params = {"watch": "true"}
-        while True:
-            with requests.get(
-                self.url, params=params, headers=headers, stream=True, timeout=None, **self.auth
-            ) as r:
-                self.started_streaming.set()
-                for line in r.iter_lines(chunk_size=None):
-                    if line and self._seen(json.loads(line)) == "ERROR":
-                        break
+        while not self.stopped.is_set():
+            try:
+                with requests.get(
+                    self.url, params=params, headers=headers, stream=True, timeout=None, **self.auth
+                ) as r:
+                    self.started_streaming.set()
+                    for line in r.iter_lines(chunk_size=None):
+                        if line and self._seen(json.loads(line)) == "ERROR":
+                            break
+            except requests.RequestException:
+                pass  # a cut stream: watch again, unless stopped
             time.sleep(1)
 
     def _seen(self, event: dict[str, Any]) -> str:
@@ -285,6 +289,10 @@ class Watches:
 
     def all(self) -> tuple[Watch, Watch, Watch, Watch]:
         return self.classifiers, self.deployments, self.services, self.pods
+
+    def stop(self) -> None:
+        for watch in self.all():
+            watch.stopped.set()
 
     def event_counts(self) -> Counter[tuple[str, str]]:
         """Watch events so far by (kind, type): what triggers the operator's passes."""
@@ -355,6 +363,19 @@ def has_env(name: str, value: str) -> Callable[[dict[str, Any]], bool]:
 
 def exists(_: dict[str, Any]) -> bool:
     return True
+
+
+def unschedulable(pod: dict[str, Any]) -> bool:
+    """The scheduler has marked the pod (no node to put it on)."""
+    conditions = pod.get("status", {}).get("conditions", [])
+    return any(
+        c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable" for c in conditions
+    )
+
+
+def says_unschedulable(ic: dict[str, Any]) -> bool:
+    conditions = ic.get("status", {}).get("conditions", [])
+    return any(c.get("type") == "Ready" and c.get("reason") == "Unschedulable" for c in conditions)
 
 
 # --- the operator process -----------------------------------------------------------------
@@ -565,19 +586,19 @@ def run(bench: Bench, keys: list[Key], results: Results, timeout: float) -> None
             }
             bench.send("POST", classifier_path(namespace), body)
 
-    results.phases += bench.phase(
-        "create",
-        create,
-        [
-            (
-                "all Deployments and Services exist",
-                [(watches.deployments, exists), (watches.services, exists)],
-            ),
-            ("all statuses written", [(watches.classifiers, observed(1))]),
-        ],
-        n,
-        timeout,
-    )
+    goals: list[Goal] = [
+        (
+            "all Deployments and Services exist",
+            [(watches.deployments, exists), (watches.services, exists)],
+        ),
+        ("all statuses written", [(watches.classifiers, observed(1))]),
+    ]
+    if results.api == "plane":  # what the real controllers and scheduler do, and its status
+        goals += [
+            ("all pods marked Unschedulable by the scheduler", [(watches.pods, unschedulable)]),
+            ("all statuses say Unschedulable", [(watches.classifiers, says_unschedulable)]),
+        ]
+    results.phases += bench.phase("create", create, goals, n, timeout)
     results.rss_mb[f"after creating {n}"] = bench.operator.memory_mb("VmRSS")
 
     def report_available() -> None:
@@ -686,6 +707,24 @@ def summary(runs: list[Results]) -> list[str]:
     )
     row("all children exist, from the first create", children)
     row("bench's creates took", lambda r: seconds(create(r).sent_seconds))
+
+    def after_creates(goal: str) -> Callable[[Results], str]:
+        def value(r: Results) -> str:
+            found = [p for p in r.phases if p.name == "create" and p.goal == goal]
+            if not found or found[0].seconds is None:
+                return "n/a" if not found else "NOT reached"
+            return seconds(found[0].seconds - found[0].sent_seconds)
+
+        return value
+
+    row(
+        "the scheduler marked the last pod, after the last create",
+        after_creates("all pods marked Unschedulable by the scheduler"),
+    )
+    row(
+        "the last status says Unschedulable, after the last create",
+        after_creates("all statuses say Unschedulable"),
+    )
     row(
         "last status write after the last create (target <= 60 s)",
         lambda r: seconds(create(r).last_status_write_s),
@@ -958,6 +997,7 @@ def measure(
         if process.poll() is not None:
             print(f"the operator exited early:\n{log_path.read_text()[-5000:]}", file=sys.stderr)
         stop_operator(process)
+        watches.stop()
         results.log_lines, results.log_problems = log_problems(log_path)
     return results
 
