@@ -69,7 +69,10 @@ def main(argv: list[str] | None = None) -> int:
             return fetch_command.run(args)
         if args.command == "quantize":
             return _quantize(args)
-        shutil.copyfile(resolve_weights(args.source), args.output)
+        source = resolve_weights(args.source)
+        # A fresh image has no folder for the weights yet (Dockerfile.server's /opt/weights).
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, args.output)
         print(f"weights written to {args.output}")
         return 0
     except (WeightsUnavailable, ModelLoadError, PredictError, ValueError, OSError) as error:

@@ -51,8 +51,9 @@ def test_the_baked_weights_are_the_ones_the_server_reads(
     env = next(args for key, args in steps if key == "ENV" and "MODEL_WEIGHTS=" in args)
     assert f"MODEL_WEIGHTS={baked}" in env.split()
 
-    # The build step itself, with a local file as an air-gapped build passes it.
-    output = tmp_path / Path(baked).name
+    # The build step itself, with a local file as an air-gapped build passes it, into a
+    # folder that does not exist yet (nothing in the image creates /opt/weights before it).
+    output = tmp_path / "opt" / "weights" / Path(baked).name
     subprocess.run(
         [sys.executable, "-m", "modelserver", "fetch-weights", "--source", str(resnet_weights),
          "--output", str(output)],
