@@ -88,10 +88,14 @@ def _serve(args: argparse.Namespace) -> int:
     check_settings(settings)
     if settings.model_file is None:
         env["MODEL_WEIGHTS"] = str(resolve_weights(settings.weights))
-    # gunicorn's own script, not `python -m`, which would put the working directory first on
-    # sys.path, where a source checkout's `modelserver/` folder would shadow the package.
-    gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-    os.execve(gunicorn, [gunicorn, "-c", "python:modelserver.gunicorn_conf"], env)
+    # gunicorn under our master (see `master`). `-P`: the working directory stays off sys.path,
+    # where a source checkout's `modelserver/` folder would shadow the package.
+    python = sys.executable
+    os.execve(
+        python,
+        [python, "-P", "-m", "modelserver.master", "-c", "python:modelserver.gunicorn_conf"],
+        env,
+    )
 
 
 def _quantize(args: argparse.Namespace) -> int:
