@@ -199,18 +199,42 @@ def _server_statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return [cstat for cstat in statuses if cstat.get("name") == CONTAINER_NAME]
 
 
-def _oom_killed(cstat: dict[str, Any]) -> bool:
+def _oom_killed(pod: dict[str, Any], cstat: dict[str, Any]) -> bool:
     """Whether the container is down from an OOM kill now: killed, or not back since.
 
-    Back means running with its startup probe passed (or ready, where `started` is not
-    reported); the OOM kill before that is history (see `restart_note`), not a verdict.
+    The OOM kill before it came back is history (see `restart_note`), not a verdict.
     """
-    state = cstat.get("state", {})
-    if state.get("terminated", {}).get("reason") == "OOMKilled":
+    if cstat.get("state", {}).get("terminated", {}).get("reason") == "OOMKilled":
         return True
-    back = "running" in state and cstat.get("started", cstat.get("ready", False))
     last = cstat.get("lastState", {}).get("terminated", {})
-    return not back and last.get("reason") == "OOMKilled"
+    return last.get("reason") == "OOMKilled" and not _served_since_start(pod, cstat)
+
+
+def _served_since_start(pod: dict[str, Any], cstat: dict[str, Any]) -> bool:
+    """Whether the running container has been ready since it (re)started: it is ready now, or
+    the pod's ContainersReady turned False after it started, so it was True in between.
+
+    Not `started`: the startup probe (/healthz) passes while the model is still loading, which
+    is when a memory limit too small kills it again."""
+    running = cstat.get("state", {}).get("running")
+    if running is None:
+        return False
+    if cstat.get("ready"):
+        return True
+    since = running.get("startedAt") or ""
+    return any(
+        cond.get("type") == "ContainersReady" and (cond.get("lastTransitionTime") or "") > since
+        for cond in pod.get("status", {}).get("conditions", [])
+    )
+
+
+def _memory_limit(pod: dict[str, Any]) -> str | None:
+    """The model server's memory limit in the pod's spec, if it has one."""
+    for container in pod.get("spec", {}).get("containers", []):
+        if container.get("name") == CONTAINER_NAME:
+            limit = container.get("resources", {}).get("limits", {}).get("memory")
+            return str(limit) if limit is not None else None
+    return None
 
 
 def _fetch_statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
@@ -280,11 +304,13 @@ def pod_problem(pods: list[dict[str, Any]]) -> Verdict | None:
                 )
         for cstat in _server_statuses(pod) + _fetch_statuses(pod):
             waiting = cstat.get("state", {}).get("waiting", {})
-            if cstat.get("name") == CONTAINER_NAME and _oom_killed(cstat):
+            if cstat.get("name") == CONTAINER_NAME and _oom_killed(pod, cstat):
+                limit = _memory_limit(pod)
                 found.setdefault(
                     "OOMKilled",
                     f"pod {name}: the model server ran out of memory"
-                    " (raise resources.limits.memory)",
+                    + (f" at its limit of {limit}" if limit else "")
+                    + ": raise spec.resources.limits.memory",
                 )
             load_failure = cstat.get("name") == CONTAINER_NAME and _load_failure(cstat)
             if load_failure:

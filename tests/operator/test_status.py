@@ -127,7 +127,7 @@ LB_WITH_ADDRESS = {"ingress": [{"ip": "203.0.113.7"}]}
         (
             [pod(waiting="CrashLoopBackOff", last_terminated="OOMKilled")],
             "OOMKilled",
-            "resources.limits.memory",
+            "raise spec.resources.limits.memory",
         ),
         ([pod(unschedulable=True)], "Unschedulable", "Insufficient nvidia.com/gpu"),
         ([pod(), pod(waiting="CrashLoopBackOff")], "CrashLoopBackOff", "cats-1"),
@@ -455,10 +455,42 @@ def test_an_oom_kill_counts_until_the_container_is_back(cstat: dict[str, Any]) -
     assert ready_of(serving(killed))["reason"] == "OOMKilled"
 
 
-def test_a_started_container_failing_readiness_is_not_blamed_on_an_old_oom_kill() -> None:
+def containers_ready(killed: dict[str, Any], status: str, at: str) -> dict[str, Any]:
+    killed["status"]["conditions"] = [
+        {"type": "ContainersReady", "status": status, "lastTransitionTime": at}
+    ]
+    return killed
+
+
+def test_a_container_failing_readiness_after_serving_is_not_blamed_on_an_old_oom_kill() -> None:
+    """Ready after its restart (at T1), unready since T2 (overloaded, say): not the OOM kill."""
     flapping = pod(last_terminated="OOMKilled", state=RUNNING)
     flapping["status"]["containerStatuses"][0]["started"] = True
-    assert pod_problem([flapping]) is None
+    assert pod_problem([containers_ready(flapping, "False", "2026-01-01T00:06:00Z")]) is None
+
+
+@pytest.mark.parametrize("unready_since", [T0, T1])  # before it started, or that same second
+def test_an_oom_kill_counts_while_the_restarted_server_loads_its_model(unready_since: str) -> None:
+    """What a real node shows between kills: the container restarted at T1 and its startup
+    probe (/healthz) passed, but the model is still loading, and it has not been ready since:
+    the same memory limit is about to kill it again. It once said ReplicasNotReady here."""
+    loading = pod(last_terminated="OOMKilled", state=RUNNING, restarts=4)
+    loading["status"]["containerStatuses"][0]["started"] = True
+    verdict = pod_problem([containers_ready(loading, "False", unready_since)])
+    assert verdict is not None and verdict.reason == "OOMKilled"
+
+
+def test_the_oom_message_names_the_memory_limit_to_raise() -> None:
+    killed = pod(waiting="CrashLoopBackOff", last_terminated="OOMKilled")
+    killed["spec"] = {
+        "containers": [{"name": "modelserver", "resources": {"limits": {"memory": "400Mi"}}}]
+    }
+    verdict = pod_problem([killed])
+    assert verdict is not None
+    assert verdict.message == (
+        "pod cats-1: the model server ran out of memory at its limit of 400Mi:"
+        " raise spec.resources.limits.memory"
+    )
 
 
 def test_ready_needs_the_load_balancer_address() -> None:
