@@ -49,7 +49,8 @@ _FORMAT_SUFFIX = {fmt: suffix for suffix, fmt in MODEL_FORMATS.items()}
 # Names the model source the pods were made for, so a changed source rolls them out.
 MODEL_SOURCE_HASH = f"{GROUP}/model-source-hash"
 
-# SIGTERM makes the server drain in-flight requests for up to ~30 s; leave headroom.
+# SIGTERM makes the server drain in-flight requests for up to ~30 s; leave headroom. The pod's
+# grace period is this after spec.shutdownDelaySeconds (the preStop sleep counts against it).
 TERMINATION_GRACE_SECONDS = 45
 # Model load + warm-up takes 10-60 s: allow 5 s x 36 = 3 minutes before the kubelet gives up.
 STARTUP_PERIOD_SECONDS = 5
@@ -372,7 +373,18 @@ def _container(spec: ImageClassifierSpec, parts: PodPart) -> dict[str, Any]:
         # A model that cannot load stops the server: its last log lines say why (ModelLoadFailed).
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": list(parts.mounts),
+        **_shutdown_delay(spec),
     }
+
+
+def _shutdown_delay(spec: ImageClassifierSpec) -> dict[str, Any]:
+    """A preStop sleep: a pod being deleted leaves the Services' endpoints at once, but kube-
+    proxies and load balancers take a moment to stop sending it new connections, which a
+    server that stopped accepting would refuse. The kubelet's own sleep (Kubernetes 1.30+)
+    needs no `sleep` binary in the image."""
+    if not spec.shutdown_delay_seconds:
+        return {}
+    return {"lifecycle": {"preStop": {"sleep": {"seconds": spec.shutdown_delay_seconds}}}}
 
 
 def _scheduling(spec: ImageClassifierSpec) -> dict[str, Any]:
@@ -399,7 +411,7 @@ def _pod_spec(spec: ImageClassifierSpec, parts: PodPart) -> dict[str, Any]:
     return {
         **pod,
         "containers": [_container(spec, parts)],
-        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
+        "terminationGracePeriodSeconds": spec.shutdown_delay_seconds + TERMINATION_GRACE_SECONDS,
         "securityContext": {
             "runAsNonRoot": True,
             "fsGroup": SERVER_USER_ID,

@@ -39,6 +39,10 @@ SINGULAR = "imageclassifier"
 SHORT_NAMES = ["ic"]
 
 DEFAULT_IMAGE = "ghcr.io/kubeclassify/modelserver:0.1.0"
+# kube-proxy applies an endpoint change to its rules within about 1 s (its default
+# --iptables-min-sync-period, or nftables'), after the EndpointSlice controller's own
+# sub-second update: 5 s leaves room for a busy node.
+DEFAULT_SHUTDOWN_DELAY_SECONDS = 5
 
 # Labels the operator owns on every child; users may not override them through podLabels.
 RESERVED_LABEL_PREFIX = "app.kubernetes.io/"
@@ -936,6 +940,12 @@ class ImageClassifierSpec(_Model):
     """Number of pods; ignored while autoscaling is set. kubectl scale sets it."""
     autoscaling: Autoscaling | None = None
     """Scale on CPU with a HorizontalPodAutoscaler; off when unset."""
+    shutdown_delay_seconds: int = Field(default=DEFAULT_SHUTDOWN_DELAY_SECONDS, ge=0, le=300)
+    """Seconds a pod being stopped (a rollout, a scale-down, a drain) keeps serving as before
+    (a preStop sleep), while Services and load balancers stop sending it new connections;
+    then the server answers what is in flight and exits. The default covers kube-proxy,
+    which updates its rules within about a second; raise it behind a load balancer that
+    deregisters targets slowly. 0: no delay (requests may fail during rollouts)."""
     resources: Resources = Field(
         default_factory=Resources, json_schema_extra={"default": DEFAULT_RESOURCES}
     )
