@@ -57,8 +57,9 @@ MODEL_READY = Gauge(
 )
 MODEL_INFO = Gauge(
     "modelserver_model_info",
-    "1 for the model served and how: backend, precision (fp32, bf16, int8) and device",
-    ["model", "backend", "precision", "device"],
+    "1 for the model served and how, as compiled: backend, precision (fp32, bf16, int8), the "
+    "precision of its float operations (fp32, bf16) and device",
+    ["model", "backend", "precision", "float_precision", "device"],
     multiprocess_mode="livemax",
 )
 

@@ -46,8 +46,10 @@ class ModelService:
         self,
         settings: Settings,
         on_load_failure: Callable[[Exception], None] = lambda error: None,
+        load: Callable[[Settings], Classifier] = load_classifier,
     ) -> None:
         self.settings = settings
+        self._load = load
         self.state = State.LOADING
         self.failure: str | None = None
         self._on_load_failure = on_load_failure
@@ -146,7 +148,7 @@ class ModelService:
     def _load_and_warm_up(self) -> None:
         started = time.monotonic()
         try:
-            classifier = load_classifier(self.settings)
+            classifier = self._load(self.settings)
             classifier.warm_up(tuple(sorted({1, self.settings.batch_max_size})))
         except (ModelLoadError, WeightsUnavailable) as error:
             self._fail(error, str(error))
@@ -167,7 +169,11 @@ class ModelService:
         metrics.MODEL_READY.set(1)
         runtime = classifier.runtime
         metrics.MODEL_INFO.labels(
-            classifier.name, runtime.backend, runtime.precision, runtime.device
+            classifier.name,
+            runtime.backend,
+            runtime.precision,
+            runtime.float_precision,
+            runtime.device,
         ).set(1)
         if self.state is State.LOADING:
             self.state = State.READY
@@ -176,7 +182,7 @@ class ModelService:
             classifier.name,
             seconds,
             classifier.source,
-            ", ".join(f"{key}={value}" for key, value in vars(runtime).items()),
+            ", ".join(f"{key}={value}" for key, value in runtime.describe().items()),
         )
 
     def _fail(self, error: Exception, message: str) -> None:

@@ -70,8 +70,11 @@ def test_the_model_is_loaded_from_the_given_weights_file(
     metrics = requests.get(resnet_server.url + "/metrics", timeout=10).text
     [info] = [line for line in metrics.splitlines() if line.startswith("modelserver_model_info{")]
     labels = dict(re.findall(r'(\w+)="([^"]*)"', info))
+    float_precision = "fp32" if precision == "int8" else precision  # INT8's float parts: FP32
+    assert status["float_precision"] == float_precision
     assert labels == {
-        "model": "resnet50", "backend": backend, "precision": precision, "device": "CPU"
+        "model": "resnet50", "backend": backend, "precision": precision,
+        "float_precision": float_precision, "device": "CPU",
     }  # fmt: skip
     assert info.endswith(" 1.0")
 

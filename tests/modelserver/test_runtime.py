@@ -3,6 +3,7 @@ refused before gunicorn starts, in one line that names the settings."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +158,69 @@ def test_the_cgroup_quota_sizes_the_threads(tmp_path: Path) -> None:
 def test_a_model_load_error_is_what_the_registry_raises() -> None:
     with pytest.raises(ModelLoadError, match=r"expected a \.keras, \.tflite, \.xml file"):
         registry.choose_backend(Settings(model_file=Path("model.onnx")))
+
+
+@pytest.mark.parametrize(
+    ("flags", "requested", "hint"),
+    [
+        (BF16_CPU, "auto", "f32"),  # auto on a quantized model is int8: FP32 float parts
+        (BF16_CPU, "int8", "f32"),
+        (BF16_CPU, "fp32", "f32"),
+        (BF16_CPU, "bf16", "bf16"),
+        (PLAIN_CPU, "auto", "f32"),
+    ],
+)
+def test_a_quantized_models_float_parts_run_in_fp32_unless_bf16_is_asked_for(
+    monkeypatch: pytest.MonkeyPatch, flags: frozenset[str], requested: str, hint: str
+) -> None:
+    """OpenVINO's own default on a BF16 CPU is bf16: the hint is always passed, whatever the
+    CPU this test runs on says (its flags are set here)."""
+    from modelserver.models.openvino import compile_options
+
+    with_flags(monkeypatch, flags)
+    chosen = registry.choose_precision(requested, "openvino", quantized=True)
+    assert compile_options(chosen, 2) == {
+        "INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": 2
+    }  # fmt: skip
+
+
+def test_what_runs_is_read_back_from_the_compiled_model(mobilenet_file: Path) -> None:
+    """Compiled without a hint, OpenVINO picks by the CPU (bf16 where it is native): the
+    runtime reported is what it picked, not what was (not) asked."""
+    import openvino as ov  # type: ignore[import-untyped]
+    from modelserver.models.openvino import compile_options, compiled_runtime
+
+    core = ov.Core()
+    default = core.compile_model(str(mobilenet_file), "CPU", {"INFERENCE_NUM_THREADS": 1})
+    runtime = compiled_runtime(default, quantized=True)
+    assert runtime.float_precision == ("bf16" if cpu.native_bf16() else "fp32")
+    assert (runtime.precision, runtime.threads) == ("int8", 1)
+    asked = core.compile_model(str(mobilenet_file), "CPU", compile_options("int8", 1))
+    assert compiled_runtime(asked, quantized=True).describe() == {
+        "backend": "openvino", "device": "CPU", "threads": 1, "float_precision": "fp32",
+        "quantized": True, "precision": "int8",
+    }  # fmt: skip
+
+
+def test_the_served_model_says_what_runs(
+    mobilenet_file: Path, mobilenet_labels: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The default settings on the quantized MobileNetV2, on any CPU: INT8 with FP32 float
+    parts, in /v1/models, in modelserver_model_info and in the start-up log."""
+    from serving import ready_app
+
+    caplog.set_level(logging.INFO, logger="modelserver.service")
+    app = ready_app(Settings(model_file=mobilenet_file, labels_file=mobilenet_labels))
+    client = app.test_client()
+    status = client.get(f"/v1/models/{mobilenet_file.stem}").get_json()
+    assert (status["backend"], status["precision"], status["float_precision"]) == (
+        "openvino", "int8", "fp32"
+    )  # fmt: skip
+    assert status["quantized"] is True
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert (
+        f'modelserver_model_info{{backend="openvino",device="CPU",float_precision="fp32",'
+        f'model="{mobilenet_file.stem}",precision="int8"}} 1.0'
+    ) in metrics
+    [ready] = [r.getMessage() for r in caplog.records if " ready in " in r.getMessage()]
+    assert "float_precision=fp32" in ready and "precision=int8" in ready

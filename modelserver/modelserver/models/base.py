@@ -26,16 +26,26 @@ class ModelLoadError(RuntimeError):
 
 @dataclass(frozen=True)
 class Runtime:
-    """How a loaded model runs: shown by `/v1/models/<name>` and `modelserver_model_info`.
+    """How a loaded model runs, as compiled: shown by `/v1/models/<name>`,
+    `modelserver_model_info` and the start-up log.
 
-    `precision` is the arithmetic of the forward pass; `quantized` says the model itself
-    carries INT8 operations (a quantized TFLite file or IR), which keep that precision."""
+    `float_precision` is the arithmetic of the model's float operations, as the backend
+    compiled them (read back, never what was asked); `quantized` says the model itself carries
+    INT8 operations (a quantized TFLite file or IR). `precision` sums both up: `int8` for a
+    quantized model, whatever its float parts run in, else the float precision."""
 
     backend: str
-    precision: str
     device: str
     threads: int
+    float_precision: str
     quantized: bool = False
+
+    @property
+    def precision(self) -> str:
+        return "int8" if self.quantized else self.float_precision
+
+    def describe(self) -> dict[str, Any]:
+        return {**asdict(self), "precision": self.precision}
 
 
 class Classifier(ABC):
@@ -85,7 +95,7 @@ class Classifier(ABC):
             "labels": len(self.labels),
             "source": str(self.source),
             "sha256": self.sha256,
-            **asdict(self.runtime),
+            **self.runtime.describe(),
             "cpu": cpu.capabilities(),
         }
 

@@ -33,11 +33,12 @@ log = logging.getLogger(__name__)
 def load(settings: Settings, labels: tuple[str, ...] | None, threads: int) -> Classifier:
     """The built-in ResNet50 or a `.keras` file, with TensorFlow's threads fitted to the CPUs."""
     configure_tensorflow_threads(threads)
+    choose_precision(settings.precision, "tensorflow", quantized=False)  # refuses bf16, int8
     runtime = Runtime(
         backend="tensorflow",
-        precision=choose_precision(settings.precision, "tensorflow", quantized=False),
         device="GPU" if tf.config.list_physical_devices("GPU") else "CPU",
         threads=threads,
+        float_precision="fp32",
     )
     if settings.model_file is None:
         return ResNet50Classifier(resolve_weights(settings.weights), runtime)

@@ -47,11 +47,12 @@ class TFLiteClassifier(Classifier):
         self._interpreter.allocate_tensors()
         outputs = int(self._output["shape"][-1])
         quantized = self._input["dtype"] in (np.uint8, np.int8)
+        choose_precision(precision, "tensorflow", quantized)  # refuses what LiteRT cannot run
         runtime = Runtime(
             backend="tensorflow",
-            precision=choose_precision(precision, "tensorflow", quantized),
             device="CPU",
             threads=threads,
+            float_precision="fp32",
             quantized=quantized,
         )
         super().__init__(path.stem, labels_for(outputs, labels, path), (path,), runtime)

@@ -26,7 +26,6 @@ from openvino.preprocess import PrePostProcessor  # type: ignore[import-untyped]
 from PIL import Image
 
 from ..weights import int8_ir_beside, resolve_weights
-from . import cpu
 from .base import (
     CAFFE_BGR_MEANS,
     Classifier,
@@ -46,8 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# OpenVINO's names for the float precisions; INT8 models run their float parts at the best.
-_HINTS = {"fp32": "f32", "bf16": "bf16"}
+# OpenVINO's element types, as `float_precision` names them.
+_FLOAT_PRECISIONS = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 # Ops that pass a softmax's values on unchanged in kind, between it and the model's output.
 _PASS_THROUGH = {"Convert", "FakeQuantize", "Reshape", "Squeeze", "Identity"}
 # Bump when what a conversion writes changes, so that old cached IRs are not reused.
@@ -128,32 +127,17 @@ class OpenVINOClassifier(Classifier):
         outputs = model.outputs[0].get_partial_shape()[-1].get_length()
         labels = labels_for(outputs, source.labels, source.files[0])
         quantized = any(op.get_type_name() == "FakeQuantize" for op in model.get_ordered_ops())
-        chosen = choose_precision(precision, "openvino", quantized)
-        hint = _HINTS.get(chosen, "bf16" if cpu.native_bf16() else "f32")
-        compiled = core.compile_model(
-            str(source.model_path),
-            "CPU",
-            {
-                "INFERENCE_PRECISION_HINT": hint,
-                "PERFORMANCE_HINT": "LATENCY",
-                "INFERENCE_NUM_THREADS": threads,
-            },
-        )
-        served = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
-        if served != hint:
+        options = compile_options(choose_precision(precision, "openvino", quantized), threads)
+        compiled = core.compile_model(str(source.model_path), "CPU", options)
+        runtime = compiled_runtime(compiled, quantized)
+        if runtime.float_precision != _FLOAT_PRECISIONS[options["INFERENCE_PRECISION_HINT"]]:
             raise ModelLoadError(
-                f"MODEL_PRECISION={precision}: OpenVINO compiled the model for {served}, "
-                f"not {hint}, on this CPU"
+                f"MODEL_PRECISION={precision}: OpenVINO compiled the model for "
+                f"{runtime.float_precision}, not {options['INFERENCE_PRECISION_HINT']}, "
+                "on this CPU"
             )
         self._request = compiled.create_infer_request()
         self._dequantize, self._outputs_probabilities = output_meaning(model)
-        runtime = Runtime(
-            backend="openvino",
-            precision=chosen,
-            device="CPU",
-            threads=int(compiled.get_property("INFERENCE_NUM_THREADS")),
-            quantized=quantized,
-        )
         super().__init__(source.name, labels, source.files, runtime)
 
     @property
@@ -182,6 +166,32 @@ class OpenVINOClassifier(Classifier):
         raw: np.ndarray = self._request.get_output_tensor(0).data.astype(np.float32)
         low, scale = self._dequantize
         return (raw - low) * scale if scale else raw
+
+
+def compile_options(chosen: str, threads: int) -> dict[str, Any]:
+    """What the CPU plugin is asked for, MODEL_PRECISION resolved (`registry.choose_precision`).
+
+    The float arithmetic is always named: OpenVINO's own default on a CPU with native BF16 is
+    bf16, which would silently run a quantized model's float parts (its dequantized tail and
+    softmax) in BF16 on some nodes and FP32 on others. They run in FP32, as the model's own
+    reference computes them, unless MODEL_PRECISION=bf16 asks otherwise."""
+    return {
+        "INFERENCE_PRECISION_HINT": "bf16" if chosen == "bf16" else "f32",
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_NUM_THREADS": threads,
+    }
+
+
+def compiled_runtime(compiled: ov.CompiledModel, quantized: bool) -> Runtime:
+    """How the compiled model runs, read back from it rather than taken from the request."""
+    element_type = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+    return Runtime(
+        backend="openvino",
+        device="CPU",
+        threads=int(compiled.get_property("INFERENCE_NUM_THREADS")),
+        float_precision=_FLOAT_PRECISIONS.get(element_type, element_type),
+        quantized=quantized,
+    )
 
 
 def output_meaning(model: ov.Model) -> tuple[tuple[float, float], bool]:

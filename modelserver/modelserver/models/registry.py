@@ -57,7 +57,8 @@ def choose_precision(requested: str, backend: str, quantized: bool | None) -> st
     """MODEL_PRECISION resolved for a model (`quantized` None: not known yet).
 
     `auto` is INT8 for a quantized model, else BF16 where OpenVINO runs on a CPU with native
-    BF16 (AVX512_BF16 or AMX), else FP32."""
+    BF16 (AVX512_BF16 or AMX), else FP32. A quantized model keeps its INT8 operations whatever
+    is asked; what is asked sets its float parts, FP32 unless `bf16`."""
     if requested == "auto":
         if quantized:
             return "int8"
