@@ -46,6 +46,7 @@ class DynamicBatcher:
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._expected = 0
         self._expected_lock = threading.Lock()
+        self._depth_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
         self._thread.start()
 
@@ -61,10 +62,16 @@ class DynamicBatcher:
     def submit(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         """Predict each array (one model input each); blocks until all are done."""
         pending = [_Pending(array) for array in arrays]
-        for item in pending:
-            self._queue.put(item)
-        self._on_queue_change(self._queue.qsize())
+        with self._depth_lock:
+            for item in pending:
+                self._queue.put(item)
+            self._report_depth()
         return [item.result.result() for item in pending]
+
+    def _report_depth(self) -> None:
+        """Under `_depth_lock`: a depth read before another thread's put must not be
+        reported after it, or the gauge would stay below what waits."""
+        self._on_queue_change(self._queue.qsize())
 
     def _change_expected(self, count: int) -> None:
         with self._expected_lock:
@@ -77,7 +84,8 @@ class DynamicBatcher:
 
     def _run(self) -> None:
         while (batch := self._collect()) is not None:
-            self._on_queue_change(self._queue.qsize())
+            with self._depth_lock:
+                self._report_depth()
             self._on_batch(len(batch))
             try:
                 outputs = self._predict_batch(np.stack([item.array for item in batch]))

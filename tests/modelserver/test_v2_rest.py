@@ -6,22 +6,24 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import struct
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from threading import Barrier
 from typing import Any
 
 import grpc
 import numpy as np
 import pytest
 import requests
+from modelserver.config import Settings
 from oip_grpc import call
 from PIL import Image
-from serving import RunningServer
+from serving import InProcessServer, RunningServer, serve_held
 
 HEADER = "Inference-Header-Content-Length"
 
@@ -290,13 +292,20 @@ def test_the_worker_survives_every_bad_v2_request(
     assert 'code="400",endpoint="/v2/models/<name>/infer",method="POST"' in metrics
 
 
+@pytest.fixture(scope="module")
+def held_server(mobilenet_file: Path, mobilenet_labels: Path) -> Iterator[InProcessServer]:
+    server = serve_held(Settings(model_file=mobilenet_file, labels_file=mobilenet_labels))
+    yield server
+    server.stop()
+
+
 def test_a_burst_of_every_protocol_forms_common_batches(
-    resnet_server: RunningServer, images_dir: Path
+    held_server: InProcessServer, mobilenet_file: Path, images_dir: Path
 ) -> None:
-    """While one image holds the model (ResNet50: a tenth of a second or more on a CPU), one
-    image each by /predict, V1, V2 JSON, V2 binary and gRPC arrives: the next forward pass
-    takes all five."""
-    server = resnet_server
+    """While one image holds the model (held until the test lets it go, however fast the
+    CPU), one image each by /predict, V1, V2 JSON, V2 binary and gRPC arrives: the next
+    forward pass takes all five."""
+    server, model = held_server, mobilenet_file.stem
     dog = (images_dir / "dog.jpg").read_bytes()
     channel = grpc.insecure_channel(server.grpc_target)
     call(channel, "ServerReady")  # connected before the burst
@@ -314,55 +323,51 @@ def test_a_burst_of_every_protocol_forms_common_batches(
         },
         raw,
     )
-    v2 = f"{server.url}/v2/models/resnet50/infer"
+    v2 = f"{server.url}/v2/models/{model}/infer"
     senders = [
-        lambda: (
-            requests.post(server.url + "/predict", files={"image": dog}, timeout=120).status_code
+        lambda: requests.post(server.url + "/predict", files={"image": dog}, timeout=120),
+        lambda: requests.post(
+            f"{server.url}/v1/models/{model}:predict",
+            json={"instances": [{"b64": b64(dog)}]},
+            timeout=120,
         ),
-        lambda: (
-            requests.post(
-                server.url + "/v1/models/resnet50:predict",
-                json={"instances": [{"b64": b64(dog)}]},
-                timeout=120,
-            ).status_code
-        ),
-        lambda: requests.post(v2, json={"inputs": [jpeg_input(dog)]}, timeout=120).status_code,
-        lambda: requests.post(v2, timeout=120, **binary).status_code,
-        lambda: (
-            200
-            if call(
-                channel,
-                "ModelInfer",
-                model_name="resnet50",
-                inputs=[{"name": "image", "datatype": "BYTES", "shape": [1]}],
-                raw_input_contents=[raw],
-            ).outputs
-            else 0
+        lambda: requests.post(v2, json={"inputs": [jpeg_input(dog)]}, timeout=120),
+        lambda: requests.post(v2, timeout=120, **binary),
+        lambda: call(
+            channel,
+            "ModelInfer",
+            model_name=model,
+            inputs=[{"name": "image", "datatype": "BYTES", "shape": [1]}],
+            raw_input_contents=[raw],
         ),
     ]
-    start = Barrier(len(senders))
-
-    def send(sender: Any) -> int:
-        start.wait()
-        status: int = sender()
-        return status
-
-    before = server.metric("modelserver_batch_size_count")
-    images_before = server.metric("modelserver_batch_size_sum")
+    held = server.held
+    held.batches.clear()
+    held.passing.clear()
+    held.released.clear()
     with ThreadPoolExecutor(len(senders) + 1) as pool:
-        hold = pool.submit(
-            requests.post, server.url + "/predict", files={"image": dog}, timeout=120
-        )
-        deadline = time.monotonic() + 60
-        while server.metric("modelserver_batch_size_count") == before:
-            assert time.monotonic() < deadline, "the holding request never reached the model"
-            time.sleep(0.01)
-        statuses = list(pool.map(send, senders))
+        try:
+            hold = pool.submit(senders[0])
+            assert held.passing.wait(timeout=60), "the holding request never reached the model"
+            answers = [pool.submit(sender) for sender in senders]
+            deadline = time.monotonic() + 60
+            while (depth := queue_depth(server)) < len(senders):
+                assert time.monotonic() < deadline, f"{depth} images queued, not 5"
+                time.sleep(0.01)
+        finally:
+            held.released.set()  # before the pool waits for its threads
         assert hold.result().status_code == 200
+        results = [answer.result() for answer in answers]
     channel.close()
-    assert statuses == [200] * len(senders)
-    assert server.metric("modelserver_batch_size_count") == before + 2  # the hold, then all five
-    assert server.metric("modelserver_batch_size_sum") == images_before + 6
+    assert [result.status_code for result in results[:4]] == [200] * 4
+    assert results[4].outputs[0].name == "probabilities"
+    assert held.batches == [1, 5]  # the hold, then all five
+
+
+def queue_depth(server: InProcessServer) -> float:
+    text = requests.get(server.url + "/metrics", timeout=10).text
+    found = re.search(r"^modelserver_queue_depth (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
 
 
 @pytest.mark.parametrize(

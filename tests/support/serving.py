@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import requests
+from modelserver.models.base import Classifier
 from modelserver.models.cpu import native_bf16
 
 if TYPE_CHECKING:
     from flask import Flask
     from modelserver.config import Settings
+    from PIL import Image
 
 # Expected top-1 for each photo in ../shared/images (its README: the Keras 0-999 index).
 EXPECTED_TOP1 = {
@@ -142,3 +148,75 @@ def ready_app(settings: Settings, timeout_s: float = 120) -> Flask:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     return app
+
+
+class HeldClassifier(Classifier):
+    """A real classifier whose forward passes wait while the test holds them, and whose batch
+    sizes are recorded: a test can fill the queue behind a pass that "runs" for exactly as
+    long as it needs, whatever the CPU's speed."""
+
+    def __init__(self, model: Classifier) -> None:
+        self.name, self.labels, self.source = model.name, model.labels, model.source
+        self.sha256, self.runtime = model.sha256, model.runtime
+        self.model = model
+        self.batches: list[int] = []
+        self.released = threading.Event()
+        self.released.set()
+        self.passing = threading.Event()  # a pass has started (and waits while held)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.model.input_size
+
+    def to_input(self, image: Image.Image) -> np.ndarray:
+        return self.model.to_input(image)
+
+    def predict_batch(self, batch: np.ndarray) -> np.ndarray:
+        self.batches.append(len(batch))
+        self.passing.set()
+        assert self.released.wait(timeout=120), "the test never let the pass go"
+        return self.model.predict_batch(batch)
+
+
+@dataclass
+class InProcessServer:
+    """The app served over real HTTP (werkzeug, threaded) and gRPC, in this process, so a
+    test can hold its model; stopped by `stop`."""
+
+    url: str
+    grpc_target: str
+    held: HeldClassifier
+    stop: Callable[[], None]
+
+
+def serve_held(settings: Settings) -> InProcessServer:
+    """`settings`' model behind a `HeldClassifier`, served on free HTTP and gRPC ports."""
+    from modelserver.app import create_app, start_grpc
+    from modelserver.models.registry import load_classifier
+    from modelserver.service import ModelService
+    from werkzeug.serving import make_server
+
+    held: list[HeldClassifier] = []
+
+    def load(loaded: Settings) -> Classifier:
+        held.append(HeldClassifier(load_classifier(loaded)))
+        return held[0]
+
+    settings = dataclasses.replace(settings, host="127.0.0.1", grpc_port=free_port())
+    app = create_app(settings, ModelService(settings, load=load))
+    client = app.test_client()
+    deadline = time.monotonic() + 120
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, client.get("/readyz").get_json()
+        time.sleep(0.05)
+    start_grpc(app)
+    http = make_server("127.0.0.1", 0, app, threaded=True)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+
+    def stop() -> None:
+        http.shutdown()
+        app.extensions["modelserver.grpc"].stop(None)
+
+    return InProcessServer(
+        f"http://127.0.0.1:{http.server_port}", f"127.0.0.1:{settings.grpc_port}", held[0], stop
+    )

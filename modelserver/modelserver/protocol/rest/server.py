@@ -135,11 +135,15 @@ def _register_draining(app: Flask, plane: DataPlane) -> None:
         over the limit is read too, up to `_DRAIN_FACTOR` times the limit: past that the
         connection is closed rather than read for ever."""
         budget = _DRAIN_FACTOR * plane.json_body_limit
-        body = request.environ.get("wsgi.input")
-        if body is None or (request.content_length or 0) > budget:
+        if (request.content_length or 0) > budget:
             response.headers["Connection"] = "close"
             return response
+        # gunicorn ends wsgi.input with the body. Other servers (werkzeug's, `flask run`) hand
+        # over the socket itself, which would wait for the client's next request: there the
+        # stream werkzeug bounds by Content-Length is read instead.
+        terminated = "wsgi.input_terminated" in request.environ
         try:
+            body = request.environ["wsgi.input"] if terminated else request.stream
             while budget > 0 and (chunk := body.read(min(_CHUNK, budget))):
                 budget -= len(chunk)
         except Exception:  # the client went away or broke its framing: close
