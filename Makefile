@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CLIENTS_VENV ?= .venv-clients
 PORT ?= 5000
 
-.PHONY: serve test lint crd bench bench-operator install-server install-dev clean
+.PHONY: serve test lint crd images bench bench-operator install-server install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ lint: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# Both images with buildah, offline: a local base, seeded weights (scripts/build-images.sh).
+images: install-server
+	PYTHON=$(BIN)/python scripts/build-images.sh
 
 crd: install-dev
 	$(BIN)/python -m kubeclassify_operator crd --output crds/imageclassifier.yaml
