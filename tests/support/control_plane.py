@@ -6,7 +6,9 @@ sessions can each run a plane side by side. The API server writes an audit log a
 who made which request, which is how tests check the operator's RBAC against what it really does.
 
 The node lifecycle controller is switched off: no kubelet renews a Node's Lease, and with the
-controller on, a Node a test creates would turn `Unknown` and be tainted after ~50 s.
+controller on, a Node a test creates would turn `Unknown` and be tainted after ~50 s. A plane
+started with `node_ip` is for a real node (`tests/support/node.py`) instead: it also listens on
+that address, and runs every controller, as up.sh does for NODE_IP.
 
 Run by hand or from CI (the plane outlives the command; the fixture reuses it when
 KUBECLASSIFY_K8S_RUN names its run directory):
@@ -117,6 +119,7 @@ class ControlPlane:
     run_dir: Path
     ports: dict[str, int]
     owned: bool = False
+    node_ip: str | None = None
 
     # ---------- where things are ----------
     @property
@@ -157,14 +160,20 @@ class ControlPlane:
                 f"--audit-policy-file={self.run_dir / 'audit-policy.yaml'} "
                 f"--enable-admission-plugins={','.join(ADMISSION_PLUGINS)}"
             ),
-            "KCM_EXTRA_ARGS": f"--controllers={CONTROLLERS}",
             "KUBECONFIG": str(self.admin_kubeconfig),
+            **({"NODE_IP": self.node_ip} if self.node_ip else {}),
+            # With a node, up.sh's own list: the kubelet renews its Lease, and pods need the
+            # ConfigMap the service-ca publisher writes.
+            "KCM_EXTRA_ARGS": "" if self.node_ip else f"--controllers={CONTROLLERS}",
         }
 
     # ---------- lifecycle ----------
     @classmethod
-    def start(cls, run_dir: Path | None = None, outlive: bool = False) -> ControlPlane:
-        """Start a new plane on free ports in `run_dir` (default: a new temporary directory).
+    def start(
+        cls, run_dir: Path | None = None, outlive: bool = False, node_ip: str | None = None
+    ) -> ControlPlane:
+        """Start a new plane on free ports in `run_dir` (default: a new temporary directory),
+        for a real node joining on `node_ip` when given.
 
         Unless `outlive`, a watcher stops it when this process ends without `down()` (a test
         session killed by a timeout, say): a forgotten plane would keep its share of the CPUs.
@@ -173,9 +182,9 @@ class ControlPlane:
         run_dir = run_dir or Path(tempfile.mkdtemp(prefix="kubeclassify-k8s-"))
         run_dir.mkdir(parents=True, exist_ok=True)
         ports = dict(zip(PORT_NAMES, _distinct_free_ports(len(PORT_NAMES)), strict=True))
-        plane = cls(run_dir, ports, owned=True)
+        plane = cls(run_dir, ports, owned=True, node_ip=node_ip)
         (run_dir / "audit-policy.yaml").write_text(AUDIT_POLICY)
-        (run_dir / "plane.json").write_text(json.dumps({"ports": ports}))
+        (run_dir / "plane.json").write_text(json.dumps({"ports": ports, "node_ip": node_ip}))
         if not outlive:
             subprocess.Popen(
                 [sys.executable, __file__, "reap", str(os.getpid()), str(run_dir)],
@@ -206,7 +215,8 @@ class ControlPlane:
         described = run_dir / "plane.json"
         if not described.exists():
             raise PlaneError(f"{run_dir}: no control plane described there")
-        return cls(run_dir, json.loads(described.read_text())["ports"])
+        description = json.loads(described.read_text())
+        return cls(run_dir, description["ports"], node_ip=description.get("node_ip"))
 
     def up(self) -> None:
         """Run up.sh: starts whatever is not running (all of it, or etcd and the API server)."""
@@ -251,7 +261,12 @@ class ControlPlane:
 
     # ---------- using it ----------
     def kubectl(
-        self, *args: str, check: bool = True, kubeconfig: Path | None = None, stdin: str = ""
+        self,
+        *args: str,
+        check: bool = True,
+        kubeconfig: Path | None = None,
+        stdin: str = "",
+        timeout: float = 60,
     ) -> subprocess.CompletedProcess[str]:
         """Real kubectl (admin unless another kubeconfig is given); output as text."""
         config = kubeconfig or self.admin_kubeconfig
@@ -262,7 +277,7 @@ class ControlPlane:
             capture_output=True,
             text=True,
             check=False,
-            timeout=60,
+            timeout=timeout,
         )
         if check and done.returncode != 0:
             raise PlaneError(f"kubectl {' '.join(args)} failed: {done.stderr}")
