@@ -122,6 +122,16 @@ def _serving(run_dir: Path) -> bool:
     return ready.stdout.strip() == "ok"
 
 
+def _refuse_if_busy() -> None:
+    """Fail if the node serves another plane that is alive: another session's."""
+    owner = _owner()
+    if owner is not None and _serving(owner):
+        raise NodeError(
+            f"the node in {NODE_RUN} serves the live plane in {owner} (another end-to-end "
+            f"session): wait for it, or stop it with `python {__file__} down {owner}`"
+        )
+
+
 def _kubelet_running() -> bool:
     pid_file = NODE_RUN / "pids" / "kubelet.pid"
     return pid_file.exists() and Path(f"/proc/{pid_file.read_text().strip()}").exists()
@@ -190,11 +200,7 @@ class Node:
         owner = _owner()
         if owner == self.plane.run_dir:
             return
-        if owner is not None and _serving(owner):
-            raise NodeError(
-                f"the node in {NODE_RUN} serves the live plane in {owner} (another end-to-end "
-                f"session): wait for it, or stop it with `python {__file__} down {owner}`"
-            )
+        _refuse_if_busy()
         if owner is None and _kubelet_running():
             raise NodeError(
                 f"a node started by hand runs in {NODE_RUN}: stop it first "
@@ -237,6 +243,7 @@ class NodeCluster:
     def start(cls, run_dir: Path | None = None, outlive: bool = False) -> NodeCluster:
         """Build the images, start a fresh plane with NODE_IP, join the node, load them."""
         check_prerequisites()
+        _refuse_if_busy()  # before minutes of building: Node.start checks again, locked
         images = build_images()
         plane = ControlPlane.start(run_dir, outlive=outlive, node_ip=NODE_IP)
         try:
