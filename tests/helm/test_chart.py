@@ -277,6 +277,18 @@ def test_notes_tell_the_next_steps() -> None:
     assert "kubectl apply -n team-a -f examples/minimal.yaml" in namespaced
 
 
+def test_the_docs_label_the_namespace_as_deploy_does() -> None:
+    """Helm's --create-namespace makes a bare namespace: the docs add deploy/'s Pod Security."""
+    (namespace,) = (m for m in kustomized() if m["kind"] == "Namespace")
+    security = {k: v for k, v in namespace["metadata"]["labels"].items() if "pod-security" in k}
+    assert security
+    for doc in ("README.md", "docs/kubernetes.md"):
+        text = (REPO / doc).read_text()
+        assert f"helm install {helm.RELEASE} charts/kubeclassify -n {helm.NAMESPACE}" in text
+        for label, value in security.items():
+            assert f"kubectl label namespace {helm.NAMESPACE} {label}={value}" in text, doc
+
+
 def test_the_package_is_the_chart(tmp_path: Path) -> None:
     archive = helm.package(tmp_path)
     assert archive == tmp_path / f"kubeclassify-{PROJECT['version']}.tgz"
