@@ -12,13 +12,13 @@ import secrets
 import shutil
 import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import helm
 import pytest
 from control_plane import ControlPlane, rbac_triple, service_account_user
 from kubeclassify_operator.cli import lease_name
+from operators import Cluster, Namespace, OperatorProcess
 
 WAIT = 30
 # What the scenario must have made the operator do, or it proved nothing: every kind of write.
@@ -36,13 +36,12 @@ WRITES = {
 
 
 def start_operator(
-    operators: ModuleType,
     plane: ControlPlane,
     values: dict[str, Any],
     release: str,
     namespace: str,
     workdir: Path,
-) -> Any:
+) -> OperatorProcess:
     """The chart's operator container as a local process: the image's entry point (the
     console command), the container's args and env, the pod's ServiceAccount."""
     manifests = helm.render(values, release=release, namespace=namespace)
@@ -62,14 +61,12 @@ def start_operator(
     command = shutil.which("kubeclassify-operator", path=str(Path(sys.executable).parent))
     assert command, "install the operator: pip install -e operator"
     # start() adds a --liveness of its own, last: this machine's port 8080 may be taken.
-    operator = operators.OperatorProcess(
-        [command, *container["args"]], env, workdir / f"{pod_name}.log"
-    )
+    operator = OperatorProcess([command, *container["args"]], env, workdir / f"{pod_name}.log")
     operator.start()
     return operator
 
 
-def every_write(ns: Any) -> None:
+def every_write(ns: Namespace) -> None:
     """Create all the children, restore a drifted one, delete the HPA, post an Event and the
     status (the scenario of test_security.py, shortened)."""
     ns.create_classifier("chart", {"autoscaling": {"maxReplicas": 3}})
@@ -95,24 +92,25 @@ def refusals(plane: ControlPlane, user: str) -> list[str]:
 
 @pytest.mark.parametrize("watch", ["cluster", "namespaces"])
 def test_the_operator_runs_under_the_charts_rbac_with_no_refusal(
-    watch: str, plane: ControlPlane, admin: Any, operators: ModuleType, tmp_path: Path
+    watch: str, plane: ControlPlane, admin: Cluster, tmp_path: Path
 ) -> None:
     release = f"helm-{watch}-{secrets.token_hex(3)}"  # fresh: cluster-scoped names, audit user
     namespace = f"{release}-system"
-    watched = operators.Namespace(admin, f"{release}-classifiers")
+    watched = Namespace(admin, f"{release}-classifiers")
     admin.create("/api/v1/namespaces", {"metadata": {"name": watched.name}})
     values = {"watchNamespaces": [watched.name]} if watch == "namespaces" else {}
     user = service_account_user(namespace, f"{release}-operator")
     helm.install(plane.admin_kubeconfig, values, release=release, namespace=namespace)
     try:
         plane.wait_crds_established()
-        operator = start_operator(operators, plane, values, release, namespace, tmp_path)
+        operator = start_operator(plane, values, release, namespace, tmp_path)
         try:
             every_write(watched)
             lease = admin.get(
                 f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/"
                 + lease_name(values.get("watchNamespaces", []))
             )
+            assert lease is not None, "the operator took no Lease"
             assert lease["spec"]["holderIdentity"] == operator.env["POD_ID"]
         finally:
             operator.stop()
