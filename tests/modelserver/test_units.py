@@ -16,6 +16,7 @@ from modelserver.images import ImageError, load_rgb
 from modelserver.models.base import as_probabilities
 from modelserver.service import top_predictions
 from PIL import Image
+from serving import wait_until
 
 SIZE = (224, 224)
 
@@ -142,26 +143,41 @@ def test_top_predictions_are_the_k_most_probable_in_order() -> None:
 
 
 def test_the_batcher_groups_concurrent_inputs_and_keeps_their_order() -> None:
+    """Eight inputs that queue while a pass is held (however fast the machine) go in full
+    batches, and each gets its own answer."""
     sizes: list[int] = []
-    release = threading.Event()
+    passing, released, queued = threading.Event(), threading.Event(), threading.Event()
 
-    def double(batch: np.ndarray) -> np.ndarray:
-        release.wait(timeout=10)
+    def held_double(batch: np.ndarray) -> np.ndarray:
+        passing.set()
+        assert released.wait(timeout=30), "the test never let the pass go"
         return batch * 2
 
-    batcher = DynamicBatcher(double, max_size=4, max_delay_s=0.05, on_batch=sizes.append)
+    def note_depth(depth: int) -> None:
+        if depth == 8:
+            queued.set()
+
+    batcher = DynamicBatcher(
+        held_double, max_size=4, max_delay_s=0.05, on_batch=sizes.append,
+        on_queue_change=note_depth,
+    )  # fmt: skip
     results: dict[int, list[np.ndarray]] = {}
     threads = [
         threading.Thread(target=lambda i=i: results.__setitem__(i, batcher.submit([np.full(3, i)])))
         for i in range(9)
     ]
-    for thread in threads:
-        thread.start()
-    release.set()
+    threads[0].start()
+    try:
+        assert passing.wait(timeout=10), "the first input never reached the model"
+        for thread in threads[1:]:
+            thread.start()
+        assert queued.wait(timeout=10), "the other eight never queued"
+    finally:
+        released.set()
     for thread in threads:
         thread.join(timeout=10)
     batcher.close()
-    assert sorted(sizes, reverse=True)[0] > 1 and max(sizes) <= 4 and sum(sizes) == 9
+    assert sizes == [1, 4, 4]
     assert all(np.array_equal(results[i][0], np.full(3, 2 * i)) for i in range(9))
 
 
@@ -182,16 +198,27 @@ def test_a_failed_batch_fails_its_requests_and_the_batcher_goes_on() -> None:
 
 
 def test_the_batcher_waits_only_for_inputs_announced_as_coming() -> None:
+    """A lone input is not kept waiting for company (up to 30 s); one the batcher has taken
+    while another is announced waits for it, and both share a pass."""
     sizes: list[int] = []
-    batcher = DynamicBatcher(lambda batch: batch, max_size=8, max_delay_s=30, on_batch=sizes.append)
+    queued = threading.Event()
+    batcher = DynamicBatcher(
+        lambda batch: batch, max_size=2, max_delay_s=30, on_batch=sizes.append,
+        on_queue_change=lambda depth: queued.set() if depth else None,
+    )  # fmt: skip
     started = time.monotonic()
     batcher.submit([np.zeros(1)])
     assert time.monotonic() - started < 10, "a lone input waited for company nobody announced"
+    queued.clear()
+    # The second is announced until it is queued too: that fills the pass, so the batcher
+    # does not go on waiting after it.
     with batcher.expecting(1):
         first = threading.Thread(target=batcher.submit, args=([np.zeros(1)],))
         first.start()
-        time.sleep(0.3)  # the announced input is still being prepared
-    batcher.submit([np.ones(1)])
+        assert queued.wait(timeout=10), "the first input never queued"
+        # Taken off the queue (nothing public says so): from here only waiting can pair them.
+        wait_until(batcher._queue.empty, "the batcher never took the first input", timeout_s=10)
+        batcher.submit([np.ones(1)])
     first.join(timeout=30)
     batcher.close()
     assert sizes == [1, 2]
