@@ -19,7 +19,14 @@ import requests
 from modelserver.protocol.grpc.messages import message_class
 from oip_grpc import call, status_of
 from PIL import Image
-from serving import RunningServer, start_server, wait_ready
+from serving import (
+    HeldServer,
+    RunningServer,
+    listening_inodes,
+    start_held_server,
+    wait_draining,
+    wait_ready,
+)
 
 Code = grpc.StatusCode
 
@@ -220,17 +227,6 @@ def test_the_worker_survives_every_bad_call(
     assert f'code="NOT_FOUND",{endpoint}' in text
 
 
-def listening_inodes(port: int) -> set[str]:
-    """The socket inodes listening on `port` (any address), from /proc/net/tcp and tcp6."""
-    found = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                found.add(fields[9])
-    return found
-
-
 def sockets_of(pid: int) -> set[str]:
     found = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
@@ -246,8 +242,8 @@ def sockets_of(pid: int) -> set[str]:
 @pytest.fixture(scope="module")
 def two_workers(
     server_logs: Path, mobilenet_file: Path, mobilenet_labels: Path
-) -> Iterator[RunningServer]:
-    server = start_server(
+) -> Iterator[HeldServer]:
+    server = start_held_server(
         server_logs,
         "--model-file", str(mobilenet_file),
         "--labels", str(mobilenet_labels),
@@ -265,7 +261,7 @@ def two_workers(
 
 
 def test_every_worker_serves_grpc_on_the_one_port(
-    two_workers: RunningServer, mobilenet_file: Path, images_dir: Path
+    two_workers: HeldServer, mobilenet_file: Path, images_dir: Path
 ) -> None:
     port = int(two_workers.grpc_target.rsplit(":", 1)[1])
     children = Path(f"/proc/{two_workers.process.pid}/task/{two_workers.process.pid}/children")
@@ -286,30 +282,33 @@ def test_every_worker_serves_grpc_on_the_one_port(
 
 
 def test_sigterm_lets_a_grpc_call_in_flight_finish(
-    two_workers: RunningServer, mobilenet_file: Path, images_dir: Path
+    two_workers: HeldServer, mobilenet_file: Path, images_dir: Path
 ) -> None:
-    """Runs last on its server. A call of 96 images (a second or more of work) is in the
-    model when SIGTERM comes: it still gets all its answers, new calls are refused, and the
-    server exits cleanly."""
+    """Runs last on its server. A call of 8 images is in the model (held there, however fast
+    the CPU) when SIGTERM comes: once every worker has taken it, new calls are refused; let go,
+    the call still gets all its answers, and the server exits cleanly."""
+    server, hold = two_workers, two_workers.hold
     dog = (images_dir / "dog.jpg").read_bytes()
-    batches = two_workers.metric("modelserver_batch_size_count")
-    channel = grpc.insecure_channel(two_workers.grpc_target)
+    channel = grpc.insecure_channel(server.grpc_target)
+    hold.hold()
     with ThreadPoolExecutor(1) as pool:
-        in_flight = pool.submit(
-            call, channel, "ModelInfer", 120, model_name=mobilenet_file.stem,
-            inputs=[images(96)], raw_input_contents=[raw_bytes(*[dog] * 96)],
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while two_workers.metric("modelserver_batch_size_count") == batches:
-            assert time.monotonic() < deadline, "the call never reached the model"
-            time.sleep(0.01)
-        two_workers.process.send_signal(signal.SIGTERM)
+        try:
+            in_flight = pool.submit(
+                call, channel, "ModelInfer", 120, model_name=mobilenet_file.stem,
+                inputs=[images(8)], raw_input_contents=[raw_bytes(*[dog] * 8)],
+            )  # fmt: skip
+            hold.wait_passing()
+            server.process.send_signal(signal.SIGTERM)
+            wait_draining(server)
+            with grpc.insecure_channel(server.grpc_target) as late:
+                assert status_of(late, "ServerLive")[0] == Code.UNAVAILABLE
+            assert not in_flight.done()
+        finally:
+            hold.release()
         answer = in_flight.result()
-    assert list(answer.outputs[0].shape) == [96, 1001]
+    assert list(answer.outputs[0].shape) == [8, 1001]
     assert (
-        np.frombuffer(answer.raw_output_contents[0], "<f4").reshape(96, 1001).argmax(1) == 163
+        np.frombuffer(answer.raw_output_contents[0], "<f4").reshape(8, 1001).argmax(1) == 163
     ).all()
-    with grpc.insecure_channel(two_workers.grpc_target) as late:
-        assert status_of(late, "ServerLive")[0] == Code.UNAVAILABLE
-    assert two_workers.process.wait(timeout=120) == 0, two_workers.log_tail()
+    assert server.process.wait(timeout=120) == 0, server.log_tail()
     channel.close()
