@@ -5,60 +5,97 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from threading import Barrier
 
+import pytest
 import requests
 from modelserver.config import Settings
-from serving import EXPECTED_TOP1, RunningServer, start_server, wait_ready
+from serving import (
+    EXPECTED_TOP1,
+    HeldServer,
+    RunningServer,
+    start_held_server,
+    start_server,
+    wait_draining,
+    wait_ready,
+    wait_until,
+)
 
 
-def batches_over_one(server: RunningServer) -> float:
-    count = server.metric("modelserver_batch_size_count")
-    return count - server.metric('modelserver_batch_size_bucket{le="1.0"}')
+@pytest.fixture(scope="module")
+def held_mobilenet_server(
+    server_logs: Path, mobilenet_file: Path, mobilenet_labels: Path
+) -> Iterator[HeldServer]:
+    server = start_held_server(
+        server_logs, "--model-file", str(mobilenet_file), "--labels", str(mobilenet_labels)
+    )
+    wait_ready(server)
+    yield server
+    server.stop()
 
 
 def test_concurrent_requests_are_batched_and_all_correct(
-    mobilenet_server: RunningServer, images_dir: Path, mobilenet_labels: Path
+    held_mobilenet_server: HeldServer, images_dir: Path, mobilenet_labels: Path
 ) -> None:
+    """As many requests as a worker takes without shedding, all but one queued behind a pass
+    held until they are (however fast the CPU): they share full batches, all answered right."""
+    server, hold = held_mobilenet_server, held_mobilenet_server.hold
     labels = mobilenet_labels.read_text().splitlines()
-    in_bound = Settings().queue_limit or 32  # as many at once as a worker takes without shedding
+    settings = Settings()
+    in_bound = settings.queue_limit or 32  # as many at once as a worker takes without shedding
     photos = (sorted(EXPECTED_TOP1) * 3)[:in_bound]
-    start = Barrier(len(photos))
-    batched_before = batches_over_one(mobilenet_server)
 
     def classify(photo: str) -> str:
-        data = (images_dir / photo).read_bytes()
-        start.wait()
-        answer = requests.post(
-            mobilenet_server.url + "/predict", files={"image": (photo, data)}, timeout=60
-        )
+        answer = server.predict(images_dir / photo)
         assert answer.status_code == 200, answer.text
         label: str = answer.json()["predictions"][0]["label"]
         return label
 
+    hold.hold()
     with ThreadPoolExecutor(len(photos)) as pool:
-        answers = list(pool.map(classify, photos))
+        try:
+            first = pool.submit(classify, photos[0])
+            hold.wait_passing()
+            others = [pool.submit(classify, photo) for photo in photos[1:]]
+            queued = len(others)
+            wait_until(
+                lambda: server.metric("modelserver_queue_depth") == queued,
+                f"{queued} images never queued behind the held pass",
+            )
+        finally:
+            hold.release()
+        answers = [first.result(), *(other.result() for other in others)]
     assert answers == [labels[EXPECTED_TOP1[photo] + 1] for photo in photos]
-    assert batches_over_one(mobilenet_server) > batched_before
+    max_size = settings.batch_max_size
+    full, rest = divmod(queued, max_size)
+    assert hold.batches() == [1, *[max_size] * full, *([rest] if rest else [])]
 
 
 def test_503_until_the_model_is_warm_then_sigterm_drains(
     server_logs: Path, resnet_weights: Path, images_dir: Path
 ) -> None:
-    server = start_server(server_logs, "--weights", str(resnet_weights), "--graceful-timeout", "60")
+    """The model is held from the start, then again with 8 requests in it when SIGTERM comes
+    (however fast the CPU): answers say it is loading until it is warm, and once the worker
+    has taken SIGTERM, the 8 still get their answers and the server exits cleanly."""
+    server = start_held_server(
+        server_logs, "--weights", str(resnet_weights), "--graceful-timeout", "60", held=True
+    )
     try:
         early = first_answer(server, "/predict")
-        seen = wait_ready(server)
+        loading = requests.get(server.url + "/readyz", timeout=30)
+        server.hold.release()
+        wait_ready(server)
         statuses, exit_code = post_then_sigterm(server, (images_dir / "dog.jpg").read_bytes())
     finally:
+        server.hold.release()
         server.process.kill()
-    assert 503 in seen, seen
-    assert seen.index(503) < seen.index(200)
+    assert (loading.status_code, loading.json()["status"]) == (503, "loading")
     assert early.status_code == 503 and early.headers["Retry-After"]
     assert "still loading" in early.json()["error"]
     assert statuses == [200] * 8
@@ -76,20 +113,27 @@ def first_answer(server: RunningServer, path: str) -> requests.Response:
             time.sleep(0.05)
 
 
-def post_then_sigterm(server: RunningServer, photo: bytes) -> tuple[list[int], int]:
-    """Send 8 requests, SIGTERM the server once they reach the model; their statuses."""
-    warm_up_batches = server.metric("modelserver_batch_size_count")
+def post_then_sigterm(server: HeldServer, photo: bytes) -> tuple[list[int], int]:
+    """Send 8 requests with the model held; once all 8 are in the worker, SIGTERM the server,
+    and when the worker has taken it, let the model go; their statuses, the exit status."""
+    server.hold.hold()
     with ThreadPoolExecutor(8) as pool:
         answers = [
             pool.submit(requests.post, server.url + "/predict", files={"image": photo}, timeout=120)
             for _ in range(8)
         ]
-        deadline = time.monotonic() + 60
-        while server.metric("modelserver_batch_size_count") == warm_up_batches:
-            assert time.monotonic() < deadline, "the requests never reached the model"
-            time.sleep(0.02)
-        exit_code = server.stop()
-        return [answer.result().status_code for answer in answers], exit_code
+        try:
+            server.hold.wait_passing()
+            wait_until(
+                lambda: server.metric("modelserver_requests_in_flight") == 8,
+                "the 8 requests never all reached the worker",
+            )
+            server.process.send_signal(signal.SIGTERM)
+            wait_draining(server)
+        finally:
+            server.hold.release()
+        statuses = [answer.result().status_code for answer in answers]
+    return statuses, server.process.wait(timeout=120)
 
 
 def test_a_bad_weights_file_stops_the_server_with_the_reason(
