@@ -46,13 +46,14 @@ class Settings:
     max_image_pixels: int = 40_000_000
     graceful_timeout: int = 30
     log_level: str = "info"
+    page: bool = True
 
     def __post_init__(self) -> None:
         """Refuse nonsense at start-up, naming the variable, rather than fail on a request."""
         minimums = {"batch_max_delay_ms": 0, "graceful_timeout": 0, "max_queue": 0, "grpc_port": 0}
         for option in OPTIONS:
             value, minimum = getattr(self, option.field), minimums.get(option.field, 1)
-            if isinstance(value, int | float) and value < minimum:
+            if isinstance(value, int | float) and not isinstance(value, bool) and value < minimum:
                 raise ValueError(f"{option.env} must be at least {minimum}, got {value}")
         if self.model_name not in BUILTIN_MODELS:
             raise ValueError(f"MODEL_NAME must be one of {BUILTIN_MODELS}, got {self.model_name!r}")
@@ -92,6 +93,16 @@ class Settings:
         environ = os.environ if environ is None else environ
         values = {o.field: o.parse(environ[o.env]) for o in OPTIONS if environ.get(o.env)}
         return cls(**values)
+
+
+def parse_bool(raw: str) -> bool:
+    """true or false, also as YAML and people write them (yes/no, on/off, 1/0)."""
+    lowered = raw.strip().lower()
+    if lowered in ("true", "yes", "on", "1"):
+        return True
+    if lowered in ("false", "no", "off", "0"):
+        return False
+    raise ValueError("expected true or false")
 
 
 @dataclass(frozen=True)
@@ -179,15 +190,25 @@ OPTIONS: tuple[Option, ...] = (
     Option("max_image_pixels", "MAX_IMAGE_PIXELS", "largest image, in pixels (else 400)", int),
     Option("graceful_timeout", "GRACEFUL_TIMEOUT", "seconds to finish in-flight requests", int),
     Option("log_level", "LOG_LEVEL", "debug, info, warning or error"),
+    Option(
+        "page",
+        "PAGE",
+        "serve the page to try the model in a browser, with live figures, at / (and /stats)",
+        parse_bool,
+    ),
 )
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per option; an unset flag leaves the environment (or default) in charge."""
+    """Add one flag per option; an unset flag leaves the environment (or default) in charge.
+    A true-or-false option is a pair of flags, `--page` and `--no-page`."""
     for option in OPTIONS:
-        parser.add_argument(
-            option.flag, dest=option.field, metavar=option.env, default=None, help=option.help
+        how: dict[str, Any] = (
+            {"action": argparse.BooleanOptionalAction}
+            if option.kind is parse_bool
+            else {"metavar": option.env}
         )
+        parser.add_argument(option.flag, dest=option.field, default=None, help=option.help, **how)
 
 
 def flags_to_env(namespace: argparse.Namespace) -> dict[str, str]:

@@ -64,10 +64,15 @@ MODEL_INFO = Gauge(
 )
 
 
-def render() -> bytes:
-    """The exposition text for `/metrics`, summed over workers when there are several."""
+def registry() -> CollectorRegistry:
+    """The server's metrics, summed over workers when there are several."""
     if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry)
-    return generate_latest(DEFAULT_REGISTRY)
+        summed = CollectorRegistry()
+        multiprocess.MultiProcessCollector(summed)  # type: ignore[no-untyped-call]
+        return summed
+    return DEFAULT_REGISTRY
+
+
+def render() -> bytes:
+    """The exposition text for `/metrics`."""
+    return generate_latest(registry())

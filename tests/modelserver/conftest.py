@@ -6,12 +6,21 @@ loopback ports, once per session where the test does not stop them itself.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from seeded import write_int8_ir, write_seeded_resnet50_weights
-from serving import RunningServer, start_server, wait_ready
+from serving import (
+    PAGE_MODEL_STEM,
+    SCRIPT_LABEL,
+    SCRIPT_LABEL_INDEX,
+    RunningServer,
+    start_server,
+    wait_ready,
+    wait_until,
+)
 
 
 @pytest.fixture(scope="session")
@@ -86,5 +95,43 @@ def resnet_server(
         server_logs, "--weights", str(resnet_weights), "--cache-dir", str(cache_dir)
     )
     wait_ready(server)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def page_server(
+    server_logs: Path,
+    mobilenet_file: Path,
+    mobilenet_labels: Path,
+    cache_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RunningServer]:
+    """The real MobileNetV2 for the page's tests, as someone careless or hostile might serve
+    it: its file named with HTML, one label a script (soccer_ball.jpg's top-1); through two
+    gunicorn workers, so that the live figures must be the sum of both."""
+    folder = tmp_path_factory.mktemp("page-model")
+    model = folder / f"{PAGE_MODEL_STEM}.tflite"
+    shutil.copyfile(mobilenet_file, model)
+    labels = mobilenet_labels.read_text().splitlines()
+    labels[SCRIPT_LABEL_INDEX] = SCRIPT_LABEL
+    (folder / "labels.txt").write_text("\n".join(labels) + "\n")
+    server = start_server(
+        server_logs,
+        "--model-file",
+        str(model),
+        "--labels",
+        str(folder / "labels.txt"),
+        "--workers",
+        "2",
+        "--cache-dir",
+        str(cache_dir),
+    )
+    wait_ready(server)
+
+    def both_workers_ready() -> bool:  # each worker logs "model ... ready in ... s" once
+        return server.log.read_text(errors="replace").count(" ready in ") == 2
+
+    wait_until(both_workers_ready, "the second worker never loaded the model")
     yield server
     server.stop()

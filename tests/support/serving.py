@@ -45,6 +45,12 @@ EXPECTED_TOP1 = {
     "mountain_bike.jpeg": 671,
 }
 
+# The page's model: the real MobileNetV2, its file named with HTML, and soccer_ball.jpg's top-1
+# label a script (the labels file starts with 'background': its index is the Keras one plus 1).
+PAGE_MODEL_STEM = 'mobilenet<i>"&amp;'
+SCRIPT_LABEL = "<script>window.pwned=1</script>"
+SCRIPT_LABEL_INDEX = EXPECTED_TOP1["soccer_ball.jpg"] + 1
+
 # Every (backend, precision) this machine can serve. BF16 needs a CPU with native BF16;
 # elsewhere tests/modelserver/test_runtime.py checks that asking for it is refused.
 RUNTIMES = [
@@ -153,6 +159,18 @@ def ready_app(settings: Settings, timeout_s: float = 120) -> Flask:
         assert time.monotonic() < deadline
         time.sleep(0.05)
     return app
+
+
+def app_without_model(settings: Settings) -> Flask:
+    """The app alone, for what needs no model: its model refuses to load."""
+    from modelserver.app import create_app
+    from modelserver.models.base import ModelLoadError
+    from modelserver.service import ModelService
+
+    def refuse(settings: Settings) -> Classifier:
+        raise ModelLoadError("no model in this test")
+
+    return create_app(settings, ModelService(settings, load=refuse))
 
 
 class WrappedClassifier(Classifier):

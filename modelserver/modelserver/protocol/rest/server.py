@@ -27,7 +27,7 @@ from ..errors import (
     TooLarge,
     UnsupportedMediaType,
 )
-from . import v1_endpoints, v2_endpoints
+from . import page, v1_endpoints, v2_endpoints
 from .responses import error_response, status_and_headers
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ def create_app(plane: DataPlane) -> Flask:
     _register_errors(app, plane)
     _register_metrics(app)
     _register_draining(app, plane)
+    if plane.settings.page:
+        page.register(app, plane)
     return app
 
 
@@ -117,10 +119,10 @@ def _register_metrics(app: Flask) -> None:
 
     @app.after_request
     def record(response: Response) -> Response:
-        started = g.get("started", time.perf_counter())
-        observe_request(
-            _route_of(app), request.method, str(response.status_code), time.perf_counter() - started
-        )
+        seconds = time.perf_counter() - g.get("started", time.perf_counter())
+        observe_request(_route_of(app), request.method, str(response.status_code), seconds)
+        # The server's share of the latency a client sees (the page shows it beside its own).
+        response.headers["Server-Timing"] = f"app;dur={seconds * 1000:.1f}"
         return response
 
 
