@@ -40,6 +40,12 @@ def test_the_servers_settings_reach_it(server: dict[str, Any], queue_limit: int 
     assert Settings.from_env(env).queue_limit == queue_limit
 
 
+@pytest.mark.parametrize("page", [True, False])
+def test_the_page_setting_reaches_the_server(page: bool) -> None:
+    env = {var["name"]: var["value"] for var in server_container({"server": {"page": page}})["env"]}
+    assert Settings.from_env(env).page is page
+
+
 def test_spec_runtime_offers_exactly_the_servers_backends_and_precisions() -> None:
     hints = typing.get_type_hints(Runtime)
     assert typing.get_args(hints["backend"]) == ("auto", *BACKENDS)

@@ -284,6 +284,8 @@ def _settings_part(spec: ImageClassifierSpec) -> PodPart:
     }
     if server.max_queue is not None:
         fixed["MAX_QUEUE"] = server.max_queue
+    if not server.page:  # only then: a spec that leaves it on keeps its pod template as it was
+        fixed["PAGE"] = "false"
     return PodPart(env=_env(fixed))
 
 

@@ -69,6 +69,7 @@ OWNED_ENV = {
     "WORKERS": "set spec.server.workers instead",
     "THREADS": "set spec.server.threads instead",
     "MAX_QUEUE": "set spec.server.maxQueue instead",
+    "PAGE": "set spec.server.page instead",
     "MODEL_BACKEND": "set spec.runtime.backend instead",
     "MODEL_PRECISION": "set spec.runtime.precision instead",
     "GRPC_PORT": "set spec.server.grpc instead (the Service's grpc port targets it)",
@@ -508,6 +509,9 @@ class ServerSettings(_Model):
     grpc: bool = True
     """Serve the Open Inference Protocol over gRPC on container port 8081 and the Service's
     grpc port; false: no gRPC (GRPC_PORT=0) and no grpc ports."""
+    page: bool = True
+    """Serve the page at / to try the model in a browser, with the server's live figures
+    (GET /stats); false: neither (PAGE=false)."""
 
     @model_validator(mode="after")
     def _queue_below_threads(self) -> "ServerSettings":

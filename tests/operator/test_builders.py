@@ -186,6 +186,7 @@ def test_a_stopping_pod_serves_until_its_endpoint_is_gone_then_drains(
         ({"maxUploadBytes": 2048}, [], {"MAX_UPLOAD_BYTES": "2048"}),
         ({"maxQueue": 8}, [], {"MAX_QUEUE": "8"}),
         ({"maxQueue": 0}, [], {"MAX_QUEUE": "0"}),
+        ({"page": False}, [], {"PAGE": "false"}),
         (
             {},
             [{"name": "HTTP_PROXY", "value": "http://proxy:3128"}],
@@ -255,9 +256,17 @@ def test_grpc_off_means_no_grpc_port_anywhere() -> None:
     assert [port["name"] for port in ports] == ["http"]
 
 
+def test_the_page_left_on_sets_no_variable() -> None:
+    """On is the server's default: a classifier made before spec.server.page existed keeps its
+    pod template, so upgrading the operator rolls out nothing."""
+    for server in ({}, {"page": True}):
+        spec = ImageClassifierSpec.model_validate({"server": server})
+        assert "PAGE" not in {var["name"] for var in builders.server_env(spec)}
+
+
 def test_every_variable_the_operator_sets_is_refused_in_env() -> None:
     """Else a user variable would override it (PORT: the probes and Service would miss)."""
-    spec = ImageClassifierSpec.model_validate({"server": {"maxQueue": 4}})
+    spec = ImageClassifierSpec.model_validate({"server": {"maxQueue": 4, "page": False}})
     assert {var["name"] for var in builders.server_env(spec)} <= OWNED_ENV.keys()
 
 

@@ -79,6 +79,10 @@ def test_defaults() -> None:
             {"env": [{"name": "GRPC_PORT", "value": "0"}]},
             "spec.env[0].name: GRPC_PORT is set by the operator: set spec.server.grpc instead",
         ),
+        (
+            {"env": [{"name": "PAGE", "value": "false"}]},
+            "spec.env[0].name: PAGE is set by the operator: set spec.server.page instead",
+        ),
         ({"runtime": {"precision": "fp16"}}, "spec.runtime.precision: Input should be 'auto'"),
         ({"runtime": {"backend": "onnx"}}, "spec.runtime.backend: Input should be 'auto'"),
         (
