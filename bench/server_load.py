@@ -31,6 +31,7 @@ from modelserver.config import Settings
 from modelserver.models.base import Classifier
 from modelserver.models.cpu import available_cpus, capabilities
 from modelserver.models.registry import load_classifier
+from plots import SUBJECTS, Row, concurrency_charts
 from report import write_section
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +43,7 @@ from serving import RUNTIMES, free_port  # noqa: E402
 
 PHOTOS_DIR = Path(os.environ.get("KUBECLASSIFY_SHARED", REPO.parent / "shared")) / "images"
 CONCURRENCY = (1, 4, 16, 64)
+BASELINE = "tutorial baseline"
 
 
 @dataclass
@@ -56,6 +58,10 @@ class LoadResult:
     requests: int
     client_cores: float
     server_cpu_ms_per_image: float = 0.0
+
+    def chart_row(self) -> Row:
+        latency = {"p50": self.p50_ms, "p95": self.p95_ms, "p99": self.p99_ms}
+        return Row(self.concurrency, self.images_per_s, latency)
 
 
 @dataclass
@@ -330,7 +336,13 @@ def main() -> None:
         stop(baseline_process)
     print(baseline)
 
-    report = render(runtimes, baseline, cold_start, args.seconds, loads)
+    measured = {rt.name: rt.results for rt in runtimes} | {BASELINE: baseline}
+    charts = concurrency_charts(
+        "server_load",
+        SUBJECTS["server_load"],
+        {name: [r.chart_row() for r in results] for name, results in measured.items()},
+    )
+    report = render(runtimes, baseline, cold_start, args.seconds, loads, charts)
     print(report)
     write_section("server_load", report)
 
@@ -341,13 +353,13 @@ def render(
     cold_start: float,
     seconds: float,
     loads: list[float],
+    charts: str,
 ) -> str:
     rows = "\n".join(
         f"| {name} | {r.concurrency} | {r.images_per_s:.2f} | {r.p50_ms:.0f} | {r.p95_ms:.0f} "
         f"| {r.p99_ms:.0f} | {r.errors} / {r.shed} / {r.requests} | {r.client_cores:.2f} "
         f"| {r.server_cpu_ms_per_image:.0f} |"
-        for name, group in [(rt.name, rt.results) for rt in runtimes]
-        + [("tutorial baseline", baseline)]
+        for name, group in [(rt.name, rt.results) for rt in runtimes] + [(BASELINE, baseline)]
         for r in group
     )
     raw = "\n".join(
@@ -454,6 +466,8 @@ figures are noisy, and even the ratios carry that noise.
 
 {load_header}
 {rows}
+
+{charts}
 
 Raw, in-process (the ceiling: the forward pass alone at the batch size the server formed at
 concurrency 16), and where the server's CPU goes at concurrency 16, per image:

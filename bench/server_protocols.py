@@ -28,6 +28,7 @@ import grpc
 import numpy as np
 import requests
 import urllib3
+from plots import SUBJECTS, Row, concurrency_charts
 from report import write_section
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,6 +171,18 @@ def measure(
 
 
 def render(results: list[Result], seconds: float, load: tuple[float, float]) -> str:
+    charts = concurrency_charts(
+        "server_protocols",
+        SUBJECTS["server_protocols"],
+        {
+            protocol: [
+                Row(r.concurrency, r.images_per_s, {"p50": r.p50_ms, "p99": r.p99_ms})
+                for r in results
+                if r.protocol == protocol
+            ]
+            for protocol in PROTOCOLS
+        },
+    )
     rows = []
     for concurrency in CONCURRENCY:
         at = {r.protocol: r for r in results if r.concurrency == concurrency}
@@ -193,6 +206,8 @@ after the run (2 cores): beside other work, differences of a few tens of percent
 | protocol | concurrency | images/s | vs /predict | p50 ms | p99 ms | errors |
 |---|---|---|---|---|---|---|
 {chr(10).join(rows)}
+
+{charts}
 
 - `/predict`: multipart upload; V2 binary: what `tritonclient.http` sends (JSON header, then
   the image length-prefixed, `Inference-Header-Content-Length`), probabilities answered in
