@@ -181,6 +181,14 @@ def test_a_dropped_photo_shows_its_labels_probabilities_and_latency(
     assert not page.console_problems()
 
 
+def test_status_url_opens_the_page(page: Page) -> None:
+    """An ImageClassifier's status.url names /predict: opened in a browser, it is the page."""
+    page.driver.get(page.server.url + "/predict")
+    page.wait(lambda: page.text("#state") == "ready", "the page never said ready")
+    assert page.driver.current_url == page.server.url + "/"
+    assert not page.console_problems()
+
+
 def test_several_chosen_photos_each_get_their_own_labels(
     page: Page, images_dir: Path, labels: list[str]
 ) -> None:

@@ -1,5 +1,6 @@
 // Kubeclassify's page: classify images through /predict, describe the model from
-// /v1/models/<name>, draw the server's live figures from /stats.
+// /v1/models/<name>, draw the server's live figures from /stats. Its URLs are relative, so
+// that it also works behind a proxy that serves the server under a path of its own.
 // Labels come from users' model files and filenames from users' disks: every one is written
 // with textContent, never parsed as HTML. The Content-Security-Policy allows no inline script
 // and no eval, and this file needs neither.
@@ -66,7 +67,7 @@
   async function loadModel() {
     let ready = false;
     try {
-      const answer = await fetch(`/v1/models/${encodeURIComponent(MODEL)}`);
+      const answer = await fetch(`v1/models/${encodeURIComponent(MODEL)}`);
       const model = await answer.json();
       if (answer.ok) {
         showServed(model);
@@ -143,7 +144,7 @@
     const meta = item.querySelector(".meta");
     const started = performance.now();
     try {
-      const answer = await fetch(`/predict${query}`, { method: "POST", body: form });
+      const answer = await fetch(`predict${query}`, { method: "POST", body: form });
       const elapsed = performance.now() - started;
       const server = serverMs(answer);
       const body = await answer.json().catch(() => null);
@@ -318,7 +319,7 @@
   async function pollFigures() {
     if (!document.hidden) {
       try {
-        const answer = await fetch("/stats", { cache: "no-store" });
+        const answer = await fetch("stats", { cache: "no-store" });
         if (answer.ok) showFigures(await answer.json());
       } catch (error) {
         byId("live-note").textContent = "cannot reach the server for its figures";

@@ -63,11 +63,12 @@ def register(app: Flask, plane: DataPlane) -> None:
 
     @app.before_request
     def page_for_browsers() -> BaseResponse | None:
-        """`status.url` names `/predict`: a browser opening it is shown the page (303 to `/`).
-        Clients that do not ask for HTML first still get the 405 that says to POST."""
+        """`status.url` names `/predict`: a browser opening it is shown the page (303 to `./`,
+        relative, as behind a proxy's path prefix). Clients that do not ask for HTML first
+        still get the 405 that says to POST."""
         wants = request.accept_mimetypes.best_match(["application/json", "text/html"])
         if request.method == "GET" and request.path == "/predict" and wants == "text/html":
-            return redirect("/", 303)
+            return redirect("./", 303)
         return None
 
 
