@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CLIENTS_VENV ?= .venv-clients
 PORT ?= 5000
 
-.PHONY: serve test lint crd images bench bench-operator install-server install-dev clean
+.PHONY: serve test lint crd chart images bench bench-operator install-server install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,14 @@ lint: install-dev
 images: install-server
 	PYTHON=$(BIN)/python scripts/build-images.sh
 
+# The CRD from the operator's pydantic spec, and the chart's copy of it.
 crd: install-dev
 	$(BIN)/python -m kubeclassify_operator crd --output crds/imageclassifier.yaml
+	cp crds/imageclassifier.yaml charts/kubeclassify/crds/imageclassifier.yaml
+
+# The chart archive: helm lint --strict, then helm package (Helm SDK): dist/kubeclassify-<version>.tgz
+chart: install-dev
+	$(BIN)/python tests/support/helm.py package dist
 
 bench: install-dev
 	$(BIN)/python bench/server_load.py
