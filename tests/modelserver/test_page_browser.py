@@ -8,9 +8,8 @@ Screenshots go to build/artifacts/browser/ (one per test, taken at its end)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
@@ -18,107 +17,14 @@ from urllib.parse import quote
 import browser
 import pytest
 import requests
-from browser import DROP, PASTE, as_dropped, chromium
-from selenium.webdriver.chrome.webdriver import WebDriver
-from selenium.webdriver.common.by import By
+from browser import DROP, PASTE, Page, as_dropped, chromium
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.wait import WebDriverWait
 from serving import EXPECTED_TOP1, PAGE_MODEL_STEM, SCRIPT_LABEL, RunningServer
 
 T = TypeVar("T")
 PHONE = (390, 844)  # CSS pixels of a common phone, portrait
 # What Chromium logs for a request the server refused, as a corrupt upload is.
 REFUSED_UPLOAD = "/predict - Failed to load resource: the server responded with a status of 400"
-
-
-@dataclass
-class Page:
-    """The page open in a browser, and what a test expects its console to hold."""
-
-    driver: WebDriver
-    server: RunningServer
-    screenshot: Path
-    expected_console: list[str] = field(default_factory=list)  # parts of expected errors
-
-    def open(self) -> None:
-        """Load the page and wait until it says the model is ready."""
-        self.driver.get(self.server.url + "/")
-        self.wait(lambda: self.text("#state") == "ready", "the page never said ready")
-
-    def wait(self, condition: Callable[[], T | None], failure: str, timeout_s: float = 30) -> T:
-        """The first truthy value of `condition`, polled every 0.1 s."""
-        result = WebDriverWait(self.driver, timeout_s, poll_frequency=0.1).until(
-            lambda _: condition(), failure
-        )
-        assert result is not None  # `until` returns a truthy value or raises
-        return result
-
-    def find(self, css: str) -> list[WebElement]:
-        return self.driver.find_elements(By.CSS_SELECTOR, css)
-
-    def text(self, css: str) -> str:
-        found = self.find(css)
-        return found[0].text if found else ""
-
-    def choose(self, *paths: Path) -> None:
-        """What choosing files in the file dialog does."""
-        self.find("#files")[0].send_keys("\n".join(str(path) for path in paths))
-
-    def results(self, count: int) -> list[Card]:
-        """The first `count` result cards, once every one has its answer."""
-
-        def answered() -> list[Card] | None:
-            cards = self.find("#results > li")
-            if len(cards) < count or any(c.get_attribute("aria-busy") for c in cards[:count]):
-                return None
-            return [Card.of(card) for card in cards[:count]]
-
-        found: list[Card] = self.wait(answered, f"fewer than {count} results were answered")
-        return found
-
-    def console_problems(self) -> list[str]:
-        """Console errors the test did not expect, and every CSP violation."""
-        errors = [
-            entry["message"]
-            for entry in self.driver.get_log("browser")  # type: ignore[no-untyped-call]
-            if entry["level"] == "SEVERE"
-            and not any(expected in entry["message"] for expected in self.expected_console)
-        ]
-        violations: list[str] = self.driver.execute_script("return window.cspViolations")
-        return errors + [f"CSP violation: {v}" for v in violations]
-
-
-@dataclass
-class Card:
-    """One image's result as the page shows it."""
-
-    filename: str
-    meta: str
-    labels: list[str]
-    probabilities: list[str]
-    bar_widths: list[str]
-    error: str
-
-    @classmethod
-    def of(cls, card: WebElement) -> Card:
-        def texts(css: str) -> list[str]:
-            return [
-                e.get_attribute("textContent") or ""
-                for e in card.find_elements(By.CSS_SELECTOR, css)
-            ]
-
-        widths = [
-            e.value_of_css_property("width") for e in card.find_elements(By.CSS_SELECTOR, ".fill")
-        ]
-        return cls(
-            filename=texts(".filename")[0],
-            meta=texts(".meta")[0],
-            labels=texts(".label"),
-            probabilities=texts(".prob"),
-            bar_widths=widths,
-            error="".join(texts(".error")),
-        )
 
 
 @pytest.fixture(scope="session")
@@ -139,7 +45,7 @@ def page(
     phone = "phone" in request.node.name
     driver = chromium(tmp_path / "profile", *(PHONE if phone else (1280, 1000)), mobile=phone)
     name = re.sub(r"\W+", "-", request.node.name).strip("-")
-    opened = Page(driver, page_server, artifacts / f"{name}.png")
+    opened = Page(driver, page_server.url, artifacts / f"{name}.png")
     try:
         opened.open()
         yield opened
@@ -164,12 +70,12 @@ def percent(probability: float) -> str:
 
 
 def test_a_dropped_photo_shows_its_labels_probabilities_and_latency(
-    page: Page, images_dir: Path
+    page: Page, images_dir: Path, page_server: RunningServer
 ) -> None:
     dog = images_dir / "dog.jpg"
     page.driver.execute_script(DROP, page.find("#drop")[0], [as_dropped(dog)])
     (card,) = page.results(1)
-    server_says = page.server.predict(dog).json()["predictions"]
+    server_says = page_server.predict(dog).json()["predictions"]
     assert card.filename == "dog.jpg"
     assert card.labels == [p["label"] for p in server_says]
     assert card.labels[0] == "beagle"
@@ -183,9 +89,9 @@ def test_a_dropped_photo_shows_its_labels_probabilities_and_latency(
 
 def test_status_url_opens_the_page(page: Page) -> None:
     """An ImageClassifier's status.url names /predict: opened in a browser, it is the page."""
-    page.driver.get(page.server.url + "/predict")
+    page.driver.get(page.url + "/predict")
     page.wait(lambda: page.text("#state") == "ready", "the page never said ready")
-    assert page.driver.current_url == page.server.url + "/"
+    assert page.driver.current_url == page.url + "/"
     assert not page.console_problems()
 
 
@@ -220,7 +126,7 @@ def test_a_bad_file_shows_the_servers_own_error(
     bad, good, text = page.results(3)
     for card, path in ((bad, truncated), (text, notes)):
         answer = requests.post(
-            page.server.url + "/predict",
+            page.url + "/predict",
             files={"image": (path.name, path.read_bytes())},
             timeout=30,
         )
@@ -256,7 +162,7 @@ def test_html_in_labels_filenames_and_the_model_name_stays_text(
 
 def test_the_page_says_what_serves(page: Page) -> None:
     model = requests.get(
-        f"{page.server.url}/v1/models/{quote(PAGE_MODEL_STEM, safe='')}", timeout=10
+        f"{page.url}/v1/models/{quote(PAGE_MODEL_STEM, safe='')}", timeout=10
     ).json()
     names = [e.text for e in page.find("#served dt")]
     values = [e.text for e in page.find("#served dd")]
@@ -281,11 +187,13 @@ def answered(page: Page) -> int:
     return int(found.group(1)) if found else -1
 
 
-def test_the_live_panel_moves_after_requests(page: Page, images_dir: Path) -> None:
+def test_the_live_panel_moves_after_requests(
+    page: Page, images_dir: Path, page_server: RunningServer
+) -> None:
     before = page.wait(lambda: answered(page) if answered(page) >= 0 else None, "no figures")
     photos = [images_dir / name for name in ("dog.jpg", "parrot.jpg", "bmw.png")] * 4
     with ThreadPoolExecutor(4) as clients:  # anyone's requests, not the page's
-        assert all(a.status_code == 200 for a in clients.map(page.server.predict, photos))
+        assert all(a.status_code == 200 for a in clients.map(page_server.predict, photos))
     page.wait(lambda: answered(page) == before + len(photos), "the answered count stood still")
     requests_per_s = float(page.text("#v-requests"))
     assert requests_per_s > 0

@@ -4,12 +4,20 @@ driven by Selenium, offline, and the scripts a test runs to drop and paste files
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.wait import WebDriverWait
+
+T = TypeVar("T")
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -88,3 +96,92 @@ def chromium(
 def as_dropped(path: Path, mime: str = "image/jpeg") -> list[str]:
     """A file as `DROP` and `PASTE` take it: name, type and base64 bytes."""
     return [path.name, mime, base64.b64encode(path.read_bytes()).decode()]
+
+
+@dataclass
+class Page:
+    """The page open in a browser, and what a test expects its console to hold."""
+
+    driver: WebDriver
+    url: str  # where the server answers, e.g. http://127.0.0.1:5000
+    screenshot: Path
+    expected_console: list[str] = field(default_factory=list)  # parts of expected errors
+
+    def open(self) -> None:
+        """Load the page and wait until it says the model is ready."""
+        self.driver.get(self.url + "/")
+        self.wait(lambda: self.text("#state") == "ready", "the page never said ready")
+
+    def wait(self, condition: Callable[[], T | None], failure: str, timeout_s: float = 30) -> T:
+        """The first truthy value of `condition`, polled every 0.1 s."""
+        result = WebDriverWait(self.driver, timeout_s, poll_frequency=0.1).until(
+            lambda _: condition(), failure
+        )
+        assert result is not None  # `until` returns a truthy value or raises
+        return result
+
+    def find(self, css: str) -> list[WebElement]:
+        return self.driver.find_elements(By.CSS_SELECTOR, css)
+
+    def text(self, css: str) -> str:
+        found = self.find(css)
+        return found[0].text if found else ""
+
+    def choose(self, *paths: Path) -> None:
+        """What choosing files in the file dialog does."""
+        self.find("#files")[0].send_keys("\n".join(str(path) for path in paths))
+
+    def results(self, count: int) -> list[Card]:
+        """The first `count` result cards, once every one has its answer."""
+
+        def answered() -> list[Card] | None:
+            cards = self.find("#results > li")
+            if len(cards) < count or any(c.get_attribute("aria-busy") for c in cards[:count]):
+                return None
+            return [Card.of(card) for card in cards[:count]]
+
+        found: list[Card] = self.wait(answered, f"fewer than {count} results were answered")
+        return found
+
+    def console_problems(self) -> list[str]:
+        """Console errors the test did not expect, and every CSP violation."""
+        errors = [
+            entry["message"]
+            for entry in self.driver.get_log("browser")  # type: ignore[no-untyped-call]
+            if entry["level"] == "SEVERE"
+            and not any(expected in entry["message"] for expected in self.expected_console)
+        ]
+        violations: list[str] = self.driver.execute_script("return window.cspViolations")
+        return errors + [f"CSP violation: {v}" for v in violations]
+
+
+@dataclass
+class Card:
+    """One image's result as the page shows it."""
+
+    filename: str
+    meta: str
+    labels: list[str]
+    probabilities: list[str]
+    bar_widths: list[str]
+    error: str
+
+    @classmethod
+    def of(cls, card: WebElement) -> Card:
+        def texts(css: str) -> list[str]:
+            return [
+                e.get_attribute("textContent") or ""
+                for e in card.find_elements(By.CSS_SELECTOR, css)
+            ]
+
+        widths = [
+            e.value_of_css_property("width") for e in card.find_elements(By.CSS_SELECTOR, ".fill")
+        ]
+        return cls(
+            filename=texts(".filename")[0],
+            meta=texts(".meta")[0],
+            labels=texts(".label"),
+            probabilities=texts(".prob"),
+            bar_widths=widths,
+            error="".join(texts(".error")),
+        )
