@@ -76,7 +76,10 @@ def snapshot(at: float) -> Snapshot:
         for sample in family.samples:
             name, labels, value = sample.name, sample.labels, sample.value
             inference = labels.get("endpoint") in INFERENCE_ENDPOINTS
-            if name == "modelserver_requests_total" and inference:
+            # A classification is a POST (or a gRPC call): a browser opening status.url GETs
+            # /predict, and is redirected to the page, which is no failed request.
+            classifying = inference and labels.get("method") in ("POST", "grpc")
+            if name == "modelserver_requests_total" and classifying:
                 totals["requests"] += value
                 if labels["code"] not in ("200", "OK"):
                     totals["errors"] += value
