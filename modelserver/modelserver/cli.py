@@ -85,9 +85,15 @@ def _serve(args: argparse.Namespace) -> int:
     impossible combination or offline), then become gunicorn."""
     env = {**os.environ, **flags_to_env(args)}
     settings = Settings.from_env(env)
-    check_settings(settings)
-    if settings.model_file is None:
-        env["MODEL_WEIGHTS"] = str(resolve_weights(settings.weights))
+    try:
+        check_settings(settings)
+        if settings.model_file is None:
+            env["MODEL_WEIGHTS"] = str(resolve_weights(settings.weights))
+    except (ModelLoadError, WeightsUnavailable) as error:
+        # The mark a worker's load failure logs too: the operator reads either line from the
+        # container's termination message as ModelLoadFailed, with its reason.
+        print(f"modelserver: cannot serve: {error}", file=sys.stderr)
+        return 2
     # gunicorn under our master (see `master`). `-P`: the working directory stays off sys.path,
     # where a source checkout's `modelserver/` folder would shadow the package.
     python = sys.executable

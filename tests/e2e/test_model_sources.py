@@ -36,6 +36,8 @@ SECRET = "s3-models"
 CLAIM = "models"
 # The ImageClassifier's name for each source.
 SOURCES = {"s3": "from-s3", "pvc": "from-pvc"}
+# A model on the claim that the pods' user (uid 10001) may not read, and who serves it.
+LOCKED, LOCKED_NAME = "locked.tflite", "from-locked-file"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Delivered:
     served: dict[str, Served]
     store: S3Server
     model_sha256: str
+    locked: dict[str, Any]  # the classifier of the file its pods may not read, once it says so
 
 
 def image_classifier(
@@ -101,6 +104,9 @@ def claim_folder(model: Path, labels: Path) -> Iterator[Path]:
             path.chmod(0o755)
         for path in folder.iterdir():
             path.chmod(0o644)
+        locked = folder / LOCKED
+        shutil.copyfile(model, locked)
+        locked.chmod(0o600)  # root's alone, as a claim's files often are
         yield root
     finally:
         shutil.rmtree(root)
@@ -207,6 +213,8 @@ def delivered(
         started = time.monotonic()
         for source, name in SOURCES.items():
             node_cluster.apply(image_classifier(node_cluster, name, sources[source]), namespace)
+        locked_source = {"storageUri": f"pvc://{CLAIM}/mobilenet/{LOCKED}"}
+        node_cluster.apply(image_classifier(node_cluster, LOCKED_NAME, locked_source), namespace)
         ready = {
             source: node_cluster.wait_condition(name, namespace, timeout=600)
             for source, name in SOURCES.items()
@@ -217,7 +225,10 @@ def delivered(
             print(f"{source}: created to Ready in {seconds_to_ready(ready[source]):.0f} s")
             url = node_cluster.url(name, namespace)
             served[source] = Served(ready[source], url, model_runtime(http, url))
-        yield Delivered(served, store, model_sha256)
+        locked = node_cluster.wait_condition(
+            LOCKED_NAME, namespace, status="False", reason="ModelLoadFailed", timeout=300
+        )
+        yield Delivered(served, store, model_sha256, locked)
 
 
 def test_the_store_enforces_credentials(delivered: Delivered, http: requests.Session) -> None:
@@ -241,6 +252,14 @@ def test_the_status_and_the_pod_say_what_is_served(delivered: Delivered, source:
         SERVED_NAME, delivered.model_sha256, "int8"
     )  # fmt: skip
     assert served.runtime["float_precision"] in ("fp32", "bf16"), served.runtime
+
+
+def test_a_file_the_pods_may_not_read_is_said_so(delivered: Delivered) -> None:
+    """A claim keeps its files' owners and modes: the status names the file, the pods' user
+    and the system's reason, not an unreadable model."""
+    [ready] = [c for c in delivered.locked["status"]["conditions"] if c["type"] == "Ready"]
+    assert f"MODEL_FILE=/mnt/pvc/{CLAIM}/mobilenet/{LOCKED} cannot be opened by uid 10001: " \
+        "Permission denied" in ready["message"], ready  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -139,7 +139,9 @@ def test_the_real_command_exits_with_one_line(float_model_files: Path) -> None:
         timeout=120,
     )  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr.startswith("modelserver: MODEL_PRECISION=int8 needs a quantized model")
+    assert result.stderr.startswith(
+        "modelserver: cannot serve: MODEL_PRECISION=int8 needs a quantized model"
+    )
     assert result.stderr.count("\n") == 1, result.stderr
 
 

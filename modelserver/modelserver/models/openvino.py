@@ -218,9 +218,11 @@ def read_model(core: ov.Core, path: Path, named: Path) -> ov.Model:
     try:
         return core.read_model(str(path))
     except Exception as error:
-        raise ModelLoadError(
-            f"MODEL_FILE={named} cannot be read by OpenVINO: {str(error).splitlines()[0]}"
-        ) from None
+        # OpenVINO's first lines name its own source files ("Exception from src/...:84:").
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        said = [line for line in lines if not line.startswith(("Exception from", "Check "))]
+        reason = (said or lines or [type(error).__name__])[0].strip()
+        raise ModelLoadError(f"MODEL_FILE={named} cannot be read by OpenVINO: {reason}") from None
 
 
 def usable_cache_dir(cache_dir: Path | None) -> Path | None:

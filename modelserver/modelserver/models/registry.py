@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from typing import TYPE_CHECKING
 
 from ..weights import int8_ir_beside, weights_path
@@ -88,9 +89,16 @@ def check_settings(settings: Settings) -> tuple[str, str]:
     model_file = settings.model_file
     if model_file is not None:
         for path in source_files(model_file):
+            where = "" if path == model_file else f" ({path.name} beside it)"
             if not path.is_file():
-                where = "" if path == model_file else f" ({path.name} beside it)"
                 raise ModelLoadError(f"MODEL_FILE={model_file}: no such file{where}")
+            try:  # a claim's files keep their owners and modes: say so, not "unreadable model"
+                path.open("rb").close()
+            except OSError as error:
+                raise ModelLoadError(
+                    f"MODEL_FILE={model_file}{where} cannot be opened by uid {os.getuid()}: "
+                    f"{error.strerror}"
+                ) from None
     quantized = known_quantized(settings, backend)
     return backend, choose_precision(settings.precision, backend, quantized)
 
