@@ -125,15 +125,17 @@ def test_every_answer_says_the_servers_share_of_its_latency(
 
 
 def inference_requests(metrics_text: str) -> tuple[float, float]:
-    """(answered, of which errors) of the classification endpoints in /metrics' text."""
+    """(answered, of which errors) of the classifications in /metrics' text: POSTs (and gRPC
+    calls) to the classification endpoints, not a browser's GET sent on to the page."""
     answered = errors = 0.0
     for labels, value in re.findall(
         r"^modelserver_requests_total\{(.*)\} (\S+)$", metrics_text, re.M
     ):
         endpoint = re.search(r'endpoint="([^"]*)"', labels)
+        method = re.search(r'method="([^"]*)"', labels)
         code = re.search(r'code="([^"]*)"', labels)
-        assert endpoint and code
-        if endpoint.group(1) in INFERENCE_ENDPOINTS:
+        assert endpoint and method and code
+        if endpoint.group(1) in INFERENCE_ENDPOINTS and method.group(1) in ("POST", "grpc"):
             answered += float(value)
             errors += float(value) * (code.group(1) not in ("200", "OK"))
     return answered, errors

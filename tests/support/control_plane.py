@@ -289,15 +289,16 @@ class ControlPlane:
         self.wait_crds_established()
 
     def wait_crds_established(self, timeout: float = 60) -> None:
-        """Every CRD Established. Polled: `kubectl wait --for=condition=Established` fails at
-        once ("accessor error: <nil>") when it reads a CRD before its first status."""
-        jsonpath = (
-            '{range .items[*]}{.status.conditions[?(@.type=="Established")].status}{","}{end}'
-        )
+        """Every CRD Established. Polled, and read whole: `kubectl wait` and a jsonpath filter
+        both fail at once on a CRD read before its first status (no conditions yet)."""
         deadline = time.monotonic() + timeout
         while True:
-            states = self.kubectl("get", "crd", "-o", f"jsonpath={jsonpath}").stdout
-            if states and all(state == "True" for state in states.rstrip(",").split(",")):
+            crds = json.loads(self.kubectl("get", "crd", "-o", "json").stdout)["items"]
+            states = [
+                {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions") or []}
+                for crd in crds
+            ]
+            if crds and all(state.get("Established") == "True" for state in states):
                 return
             if time.monotonic() > deadline:
                 raise PlaneError(f"CRDs not Established after {timeout}s: {states!r}")
