@@ -207,11 +207,15 @@ class Watch(threading.Thread):
         self.stopped = threading.Event()  # the API is going away: a cut stream is the end
 
     def run(self) -> None:
-        """Watch, and watch again whenever the stream ends or reports an error (a busy real
-        API server may answer a new watch with a 504 while its watch cache catches up); each
-        new watch replays every object, so no state is missed."""
+        """Watch, and watch again whenever the stream ends or reports an error; each new watch
+        replays every object, so no state is missed. From resourceVersion 0: the API server's
+        watch cache as it is. Without one the watch must start at etcd's latest version, which
+        this plane's etcd (3.5.1, no progress notifications) lets a cache reach only through
+        events of that very resource: the API server waits 3 s, then answers 504 "Too large
+        resource version", again and again for a resource nothing changes (a fresh namespace's
+        Services, say)."""
         headers = {"User-Agent": BENCH_AGENT}
-        params = {"watch": "true"}
+        params = {"watch": "true", "resourceVersion": "0"}
         while not self.stopped.is_set():
             try:
                 with requests.get(

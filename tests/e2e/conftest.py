@@ -16,12 +16,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from control_plane import OPERATOR_NAMESPACE
 from node import RUN_ENV, NodeCluster
 
 HERE = Path(__file__).parent
-OVERLAY = HERE / "overlay"  # deploy/ with only the operator's image swapped
-OPERATOR_DEPLOYMENT = "kubeclassify-operator"
 # The first test sets the session up: a cold image build and the images' import take minutes
 # on 2 cores, beyond pytest's usual timeout.
 SETUP_TIMEOUT = 1800
@@ -52,12 +49,7 @@ def node_cluster() -> Iterator[NodeCluster]:
 def operator_installed(node_cluster: NodeCluster) -> None:
     """`kubectl apply -k tests/e2e/overlay` (the README's `kubectl apply -k deploy/`, the image
     swapped); returns once both operator pods are rolled out and Ready."""
-    node_cluster.kubectl("apply", "--kustomize", str(OVERLAY))
-    node_cluster.kubectl(
-        "rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}", "--namespace",
-        OPERATOR_NAMESPACE, "--timeout=300s", timeout=330,
-    )  # fmt: skip
-    node_cluster.plane.wait_crds_established()
+    node_cluster.install_operator()
 
 
 @pytest.fixture

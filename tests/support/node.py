@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from control_plane import REPO_ROOT, ControlPlane, PlaneError, k8s_dir
+from control_plane import OPERATOR_NAMESPACE, REPO_ROOT, ControlPlane, PlaneError, k8s_dir
 
 RUN_ENV = "KUBECLASSIFY_E2E_K8S_RUN"  # the e2e plane's run directory (set by .ci/run)
 NODE_IP = "10.244.0.1"  # the bridge's gateway: pods reach the plane there
@@ -43,6 +43,8 @@ NODE_NAME = "kc-node"
 NODE_RUN = Path("/tmp/k8s-node")  # node/up.sh's default
 OWNER = NODE_RUN / "plane"  # the run directory of the plane the node serves
 LOCK = NODE_RUN.with_name("k8s-node.lock")
+OPERATOR_OVERLAY = REPO_ROOT / "tests" / "e2e" / "overlay"  # deploy/, the operator's image swapped
+OPERATOR_DEPLOYMENT = "kubeclassify-operator"
 
 
 class NodeError(RuntimeError):
@@ -293,10 +295,20 @@ class NodeCluster:
         found: dict[str, Any] = json.loads(done.stdout)
         return found
 
+    def install_operator(self) -> None:
+        """`kubectl apply -k tests/e2e/overlay` (the README's `kubectl apply -k deploy/`, the
+        image swapped); returns once both operator pods are rolled out and Ready."""
+        self.kubectl("apply", "--kustomize", str(OPERATOR_OVERLAY))
+        self.kubectl(
+            "rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}", "--namespace",
+            OPERATOR_NAMESPACE, "--timeout=300s", timeout=330,
+        )  # fmt: skip
+        self.plane.wait_crds_established()
+
     @contextlib.contextmanager
-    def namespace(self) -> Iterator[str]:
+    def namespace(self, prefix: str = "e2e") -> Iterator[str]:
         """A fresh namespace, deleted on exit (its pods stop in the background)."""
-        name = f"e2e-{secrets.token_hex(4)}"
+        name = f"{prefix}-{secrets.token_hex(4)}"
         self.kubectl("create", "namespace", name)
         try:
             yield name
