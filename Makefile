@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CLIENTS_VENV ?= .venv-clients
 PORT ?= 5000
 
-.PHONY: serve test lint crd chart images bench bench-operator install-server install-dev clean
+.PHONY: serve test lint crd chart images bench bench-operator bench-node install-server install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,11 @@ bench: install-dev
 
 bench-operator: install-dev
 	$(BIN)/python bench/operator_scale.py
+
+# On the real node (root, buildah, ../shared): apply to Ready, and the node port against the same
+# image as a plain process; attaches to $KUBECLASSIFY_E2E_K8S_RUN's cluster, else runs its own.
+bench-node: install-dev
+	$(BIN)/python bench/node_e2e.py
 
 clean:
 	rm -rf $(VENV)

@@ -26,8 +26,8 @@ import contextlib
 import secrets
 import shlex
 import time
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
+from typing import Any
 
 import helm
 import pytest
@@ -35,29 +35,16 @@ import requests
 import yaml
 from control_plane import OPERATOR_NAMESPACE, REPO_ROOT, service_account_user
 from kubeclassify_operator.cli import LEASE_NAME, lease_name
-from node import NODE_NAME, NodeCluster
+from node import NODE_NAME, OPERATOR_DEPLOYMENT, NodeCluster, wait_for
 
 pytestmark = pytest.mark.usefixtures("operator_installed")
 
 DOG = (REPO_ROOT / "examples" / "images" / "dog.jpg").read_bytes()
 CLASSIFIER = "resnet"  # examples/minimal.yaml's
 CRD = "imageclassifiers.kubeclassify.io"
-OVERLAY_DEPLOYMENT = "kubeclassify-operator"
 OVERLAY_SELECTOR = "app.kubernetes.io/name=kubeclassify-operator"
 DEPLOYED = yaml.safe_load((REPO_ROOT / "deploy" / "operator.yaml").read_text())
 DEPLOY_REPLICAS: int = DEPLOYED["spec"]["replicas"]
-T = TypeVar("T")
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float) -> T:
-    """check()'s first truthy result, polled every second; fails naming `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(1)
 
 
 def live_pods(node_cluster: NodeCluster, namespace: str, selector: str) -> list[dict[str, Any]]:
@@ -83,7 +70,7 @@ def overlay_operator_stopped(node_cluster: NodeCluster) -> Iterator[None]:
     """The session's operator scaled to 0 (its pods gone, so it acts no more), then back to
     deploy/'s replicas, rolled out, and one of its pods leading, whatever happened."""
     where = ["--namespace", OPERATOR_NAMESPACE]
-    node_cluster.kubectl("scale", f"deployment/{OVERLAY_DEPLOYMENT}", "--replicas=0", *where)
+    node_cluster.kubectl("scale", f"deployment/{OPERATOR_DEPLOYMENT}", "--replicas=0", *where)
     try:
         wait_for(
             "the overlay's operator pods gone",
@@ -93,10 +80,10 @@ def overlay_operator_stopped(node_cluster: NodeCluster) -> Iterator[None]:
         yield
     finally:
         node_cluster.kubectl(
-            "scale", f"deployment/{OVERLAY_DEPLOYMENT}", f"--replicas={DEPLOY_REPLICAS}", *where
+            "scale", f"deployment/{OPERATOR_DEPLOYMENT}", f"--replicas={DEPLOY_REPLICAS}", *where
         )
         node_cluster.kubectl(
-            "rollout", "status", f"deployment/{OVERLAY_DEPLOYMENT}", "--timeout=300s", *where,
+            "rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}", "--timeout=300s", *where,
             timeout=330,
         )  # fmt: skip
 

@@ -60,24 +60,6 @@ class Delivered:
     locked: dict[str, Any]  # the classifier of the file its pods may not read, once it says so
 
 
-def image_classifier(
-    node_cluster: NodeCluster, name: str, source: dict[str, Any]
-) -> dict[str, Any]:
-    """The built server image on a NodePort Service, one replica requesting little CPU."""
-    return {
-        "apiVersion": "kubeclassify.io/v1alpha1",
-        "kind": "ImageClassifier",
-        "metadata": {"name": name},
-        "spec": {
-            "image": node_cluster.images.server,
-            "modelSource": source,
-            "replicas": 1,
-            "service": {"type": "NodePort"},
-            "resources": {"requests": {"cpu": "100m"}},
-        },
-    }
-
-
 @contextlib.contextmanager
 def store_with_model(directory: Path, model: Path, labels: Path) -> Iterator[S3Server]:
     """SeaweedFS with its S3 gateway on the node IP (where pods reach this machine), holding
@@ -212,9 +194,13 @@ def delivered(
         node_cluster.apply({**secret, "stringData": store.env}, namespace)
         started = time.monotonic()
         for source, name in SOURCES.items():
-            node_cluster.apply(image_classifier(node_cluster, name, sources[source]), namespace)
+            node_cluster.apply(
+                node_cluster.classifier(name, modelSource=sources[source], replicas=1), namespace
+            )
         locked_source = {"storageUri": f"pvc://{CLAIM}/mobilenet/{LOCKED}"}
-        node_cluster.apply(image_classifier(node_cluster, LOCKED_NAME, locked_source), namespace)
+        node_cluster.apply(
+            node_cluster.classifier(LOCKED_NAME, modelSource=locked_source, replicas=1), namespace
+        )
         ready = {
             source: node_cluster.wait_condition(name, namespace, timeout=600)
             for source, name in SOURCES.items()

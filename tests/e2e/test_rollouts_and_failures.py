@@ -24,46 +24,18 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import requests
 from control_plane import OPERATOR_NAMESPACE, REPO_ROOT
 from kubeclassify_operator.builders import TEMPLATE_HASH
 from kubeclassify_operator.cli import LEASE_NAME
-from node import NODE_NAME, NodeCluster
+from node import NODE_NAME, NodeCluster, wait_for
 
 DOG = (REPO_ROOT / "examples" / "images" / "dog.jpg").read_bytes()
 STEADY = "steady"
 CPU_LIMIT = 1  # steady's, in cores: below the node's 2, so the quota shows in `threads`
-T = TypeVar("T")
-
-
-def classifier(node_cluster: NodeCluster, name: str, **spec: Any) -> dict[str, Any]:
-    """An ImageClassifier of the built image on a NodePort Service, requesting little CPU."""
-    resources = spec.pop("resources", {})
-    return {
-        "apiVersion": "kubeclassify.io/v1alpha1",
-        "kind": "ImageClassifier",
-        "metadata": {"name": name},
-        "spec": {
-            "image": node_cluster.images.server,
-            "service": {"type": "NodePort"},
-            "resources": {"requests": {"cpu": "100m"}, **resources},
-            **spec,
-        },
-    }
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float) -> T:
-    """check()'s first truthy result, polled every 0.5 s; fails naming `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        time.sleep(0.5)
 
 
 def instance_pods(node_cluster: NodeCluster, name: str, namespace: str) -> list[dict[str, Any]]:
@@ -96,7 +68,7 @@ def namespace(node_cluster: NodeCluster, operator_installed: None) -> Iterator[s
 @pytest.fixture(scope="module")
 def steady(node_cluster: NodeCluster, namespace: str) -> str:
     """A Ready classifier with one replica and a 1-core CPU limit; its name."""
-    manifest = classifier(node_cluster, STEADY, resources={"limits": {"cpu": str(CPU_LIMIT)}})
+    manifest = node_cluster.classifier(STEADY, resources={"limits": {"cpu": str(CPU_LIMIT)}})
     node_cluster.apply(manifest, namespace)
     node_cluster.wait_condition(STEADY, namespace, timeout=600)
     return STEADY
@@ -352,7 +324,7 @@ def failing(node_cluster: NodeCluster, namespace: str) -> Iterator[Callable[...,
     made: list[str] = []
 
     def make(name: str, **spec: Any) -> str:
-        node_cluster.apply(classifier(node_cluster, name, **spec), namespace)
+        node_cluster.apply(node_cluster.classifier(name, **spec), namespace)
         made.append(name)
         return name
 

@@ -29,10 +29,10 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from control_plane import OPERATOR_NAMESPACE, REPO_ROOT, ControlPlane, PlaneError, k8s_dir
@@ -45,6 +45,9 @@ OWNER = NODE_RUN / "plane"  # the run directory of the plane the node serves
 LOCK = NODE_RUN.with_name("k8s-node.lock")
 OPERATOR_OVERLAY = REPO_ROOT / "tests" / "e2e" / "overlay"  # deploy/, the operator's image swapped
 OPERATOR_DEPLOYMENT = "kubeclassify-operator"
+
+
+T = TypeVar("T")
 
 
 class NodeError(RuntimeError):
@@ -331,6 +334,22 @@ class NodeCluster:
         manifest["spec"]["image"] = self.images.server
         return manifest
 
+    def classifier(self, name: str, **spec: Any) -> dict[str, Any]:
+        """An ImageClassifier of the built image on a NodePort Service, requesting little CPU
+        (the node has 2 cores for every test's pods); `spec` adds to or overrides that."""
+        resources = spec.pop("resources", {})
+        return {
+            "apiVersion": "kubeclassify.io/v1alpha1",
+            "kind": "ImageClassifier",
+            "metadata": {"name": name},
+            "spec": {
+                "image": self.images.server,
+                "service": {"type": "NodePort"},
+                "resources": {"requests": {"cpu": "100m"}, **resources},
+                **spec,
+            },
+        }
+
     def wait_condition(
         self,
         name: str,
@@ -388,6 +407,17 @@ class NodeCluster:
             "patch", "service", service, "--namespace", namespace, "--subresource=status",
             "--type=merge", "--patch", json.dumps(ingress),
         )  # fmt: skip
+
+
+def wait_for(what: str, check: Callable[[], T | None], timeout: float) -> T:
+    """check()'s first truthy result, polled every 0.5 s; fails naming `what` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.5)
 
 
 def _alive(pid: int) -> bool:
