@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CLIENTS_VENV ?= .venv-clients
 PORT ?= 5000
 
-.PHONY: serve test lint crd chart images bench bench-operator bench-node install-server install-dev clean
+.PHONY: serve test system-deps lint crd chart images bench bench-operator bench-node install-server install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,11 @@ serve: install-server
 	@echo "  curl -F image=@examples/images/dog.jpg http://localhost:$(PORT)/predict"
 	$(BIN)/modelserver serve --port $(PORT)
 
-test: install-dev
+# Debian's packages for the e2e and browser tests (buildah, the node's, chromium), where missing.
+system-deps:
+	scripts/system-deps.sh
+
+test: install-dev system-deps
 	$(BIN)/pytest
 
 lint: install-dev
