@@ -310,12 +310,20 @@ class NodeCluster:
 
     @contextlib.contextmanager
     def namespace(self, prefix: str = "e2e") -> Iterator[str]:
-        """A fresh namespace, deleted on exit (its pods stop in the background)."""
+        """A fresh namespace, deleted on exit (its pods stop in the background). Its
+        classifiers and then its Services go first, and are waited for: a LoadBalancer
+        Service given the node IP (`assign_load_balancer`) holds that address's ports until
+        it is gone, and the next test's would meet its rules first."""
         name = f"{prefix}-{secrets.token_hex(4)}"
         self.kubectl("create", "namespace", name)
         try:
             yield name
         finally:
+            for kind in ("imageclassifiers.kubeclassify.io", "services"):
+                self.kubectl(
+                    "delete", kind, "--all", "--namespace", name, "--ignore-not-found",
+                    "--wait=true", "--timeout=120s", check=False, timeout=150,
+                )  # fmt: skip
             self.kubectl("delete", "namespace", name, "--wait=false")
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
