@@ -1,5 +1,8 @@
 """The errors a request can meet, defined once; each transport maps them to its own codes
-(`rest.server` to HTTP statuses, `grpc.servicer` to gRPC status codes)."""
+(`rest.server` to HTTP statuses, `grpc.servicer` to gRPC status codes).
+
+A request over the size limit has no error here: each transport refuses it before reading it
+(werkzeug's 413 under `MAX_CONTENT_LENGTH`, grpc's RESOURCE_EXHAUSTED under its message limit)."""
 
 from __future__ import annotations
 
@@ -22,10 +25,6 @@ class UnsupportedMediaType(InvalidInput):
 
 class ModelNotFound(InferenceError):
     """No such model or version on this server."""
-
-
-class TooLarge(InferenceError):
-    """The request is over the size limit."""
 
 
 class NotReady(InferenceError):

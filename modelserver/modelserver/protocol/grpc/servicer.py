@@ -17,7 +17,7 @@ from typing import Any
 import grpc
 
 from ..dataplane import MODEL_VERSION, DataPlane, RequestedOutput, observe_request
-from ..errors import InferenceError, InvalidInput, ModelNotFound, NotReady, Overloaded, TooLarge
+from ..errors import InferenceError, InvalidInput, ModelNotFound, NotReady, Overloaded
 from ..tensors import Tensor, checked_shape, from_raw, from_values, to_raw
 from .messages import SERVICE, message_class
 
@@ -26,7 +26,6 @@ log = logging.getLogger(__name__)
 GRPC_STATUS: dict[type[InferenceError], grpc.StatusCode] = {
     InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
     ModelNotFound: grpc.StatusCode.NOT_FOUND,
-    TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
     NotReady: grpc.StatusCode.UNAVAILABLE,
     Overloaded: grpc.StatusCode.UNAVAILABLE,
 }

@@ -24,7 +24,6 @@ from ..errors import (
     ModelNotFound,
     NotReady,
     Overloaded,
-    TooLarge,
     UnsupportedMediaType,
 )
 from . import page, v1_endpoints, v2_endpoints
@@ -36,7 +35,6 @@ HTTP_STATUS: dict[type[InferenceError], int] = {
     UnsupportedMediaType: 415,
     InvalidInput: 400,
     ModelNotFound: 404,
-    TooLarge: 413,
     NotReady: 503,
     Overloaded: 503,
 }
