@@ -13,6 +13,7 @@ from urllib.parse import unquote
 
 from kubernetes.utils import parse_quantity
 
+from kubeclassify_operator.images import ServerImages, server_image
 from kubeclassify_operator.spec import (
     GROUP,
     KIND,
@@ -231,8 +232,7 @@ def _fetcher(
     Credentials come from the Secret by reference, to this container only."""
     container: dict[str, Any] = {
         "name": name,
-        "image": spec.image,
-        "imagePullPolicy": spec.image_pull_policy,
+        "imagePullPolicy": spec.image_pull_policy,  # the image: the server's (`_pod_spec`)
         "command": ["modelserver", "fetch"],
         "args": [*args, "--termination-log", "/dev/termination-log"],
         "resources": FETCH_RESOURCES,
@@ -362,10 +362,10 @@ CONTAINER_SECURITY = {
 }
 
 
-def _container(spec: ImageClassifierSpec, parts: PodPart) -> dict[str, Any]:
+def _container(spec: ImageClassifierSpec, parts: PodPart, image: str) -> dict[str, Any]:
     return {
         "name": CONTAINER_NAME,
-        "image": spec.image,
+        "image": image,
         "imagePullPolicy": spec.image_pull_policy,
         "ports": list(parts.ports),
         "env": list(parts.env),
@@ -406,13 +406,15 @@ def _scheduling(spec: ImageClassifierSpec) -> dict[str, Any]:
     return pod
 
 
-def _pod_spec(spec: ImageClassifierSpec, parts: PodPart) -> dict[str, Any]:
+def _pod_spec(spec: ImageClassifierSpec, parts: PodPart, image: str) -> dict[str, Any]:
+    """The pod; its init containers run `modelserver fetch` from the server's own image, so a
+    node pulls one image."""
     pod: dict[str, Any] = {}
     if parts.init_containers:
-        pod["initContainers"] = list(parts.init_containers)
+        pod["initContainers"] = [{**init, "image": image} for init in parts.init_containers]
     return {
         **pod,
-        "containers": [_container(spec, parts)],
+        "containers": [_container(spec, parts, image)],
         "terminationGracePeriodSeconds": spec.shutdown_delay_seconds + TERMINATION_GRACE_SECONDS,
         "securityContext": {
             "runAsNonRoot": True,
@@ -426,9 +428,13 @@ def _pod_spec(spec: ImageClassifierSpec, parts: PodPart) -> dict[str, Any]:
 
 
 def build_deployment(
-    owner: Owner, spec: ImageClassifierSpec, current_replicas: int | None = None
+    owner: Owner,
+    spec: ImageClassifierSpec,
+    current_replicas: int | None = None,
+    images: ServerImages | None = None,
 ) -> dict[str, Any]:
-    """The model-server Deployment.
+    """The model-server Deployment, in the image `images.server_image` chooses from `images`
+    (None: the published ones), which may refuse the spec.
 
     With autoscaling the HPA owns `.spec.replicas`: the Deployment keeps whatever the HPA
     last set (`current_replicas`), starting at minReplicas, so the operator never fights it.
@@ -450,7 +456,7 @@ def build_deployment(
                 **dict(parts.annotations),
             },
         },
-        "spec": _pod_spec(spec, parts),
+        "spec": _pod_spec(spec, parts, server_image(spec, images or ServerImages())),
     }
     return {
         "apiVersion": "apps/v1",

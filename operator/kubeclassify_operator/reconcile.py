@@ -16,6 +16,7 @@ from kubernetes.client.exceptions import ApiException
 
 from kubeclassify_operator import builders, rejections, status
 from kubeclassify_operator.builders import Owner
+from kubeclassify_operator.images import ServerImages, configured
 from kubeclassify_operator.kube import CLASSIFIERS, DEPLOYMENTS, HPAS, PODS, SERVICES, Kind, Kube
 from kubeclassify_operator.spec import ImageClassifierSpec, InvalidSpec, check_name, parse_spec
 
@@ -41,10 +42,15 @@ def utcnow() -> str:
 
 
 def reconcile(
-    kube: Kube, body: dict[str, Any], post: EventPoster, hpa_may_exist: bool = True
+    kube: Kube,
+    body: dict[str, Any],
+    post: EventPoster,
+    hpa_may_exist: bool = True,
+    images: ServerImages | None = None,
 ) -> dict[str, Any]:
     """Create-or-patch the children of one ImageClassifier, write its status and return it.
 
+    `images`: the server images to choose from; None: those the operator was started with.
     `hpa_may_exist`: False when the caller knows there is no HorizontalPodAutoscaler of this
     classifier (its watch saw none): with autoscaling off, the pass then does not look.
     """
@@ -55,7 +61,9 @@ def reconcile(
     try:
         check_name(owner.name)  # before any child: a name one child refuses leaves half
         spec = parse_spec(dict(body.get("spec") or {}))
-        deployment, service, hpa, created = _apply_children(kube, owner, spec, post, hpa_may_exist)
+        deployment, service, hpa, created = _apply_children(
+            kube, owner, spec, post, hpa_may_exist, images or configured()
+        )
     except InvalidSpec as exc:
         new = status.invalid_status(
             previous=previous, message=str(exc), generation=generation, now=utcnow()
@@ -95,7 +103,12 @@ Child = dict[str, Any] | None
 
 
 def _apply_children(
-    kube: Kube, owner: Owner, spec: ImageClassifierSpec, post: EventPoster, hpa_may_exist: bool
+    kube: Kube,
+    owner: Owner,
+    spec: ImageClassifierSpec,
+    post: EventPoster,
+    hpa_may_exist: bool,
+    images: ServerImages,
 ) -> tuple[Child, Child, Child, bool]:
     """Create-or-patch each child this classifier controls; a same-name stranger is skipped.
 
@@ -104,7 +117,8 @@ def _apply_children(
     current = kube.get(DEPLOYMENTS, owner.namespace, owner.name)
     created = current is None
     replicas = current.get("spec", {}).get("replicas") if current else None
-    desired = builders.keep_template_hash(builders.build_deployment(owner, spec, replicas), current)
+    built = builders.build_deployment(owner, spec, replicas, images)
+    desired = builders.keep_template_hash(built, current)
     deployment = _apply(kube, DEPLOYMENTS, desired, current, owner, post)
     current = kube.get(SERVICES, owner.namespace, owner.name)
     service = _apply(kube, SERVICES, builders.build_service(owner, spec), current, owner, post)

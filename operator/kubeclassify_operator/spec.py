@@ -38,7 +38,6 @@ PLURAL = "imageclassifiers"
 SINGULAR = "imageclassifier"
 SHORT_NAMES = ["ic"]
 
-DEFAULT_IMAGE = "ghcr.io/kubeclassify/modelserver:0.1.0"
 # kube-proxy applies an endpoint change to its rules within about 1 s (its default
 # --iptables-min-sync-period, or nftables'), after the EndpointSlice controller's own
 # sub-second update: 5 s leaves room for a busy node.
@@ -934,8 +933,10 @@ class ImageClassifierSpec(_Model):
 
     model: Literal["resnet50"] = "resnet50"
     """The model to serve (only resnet50 for now)."""
-    image: str = Field(default=DEFAULT_IMAGE, min_length=1, pattern=r"^\S+$")
-    """The model-server image; it carries the model's weights."""
+    image: str | None = Field(default=None, min_length=1, pattern=r"^\S+$")
+    """The model-server image; unset: the operator's own choice for this spec, the lean
+    OpenVINO image (the built-in model already converted), or its TensorFlow image for
+    runtime.backend tensorflow or a .keras model, or its GPU image for nvidia.com/gpu."""
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     """When the kubelet pulls the image."""
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)

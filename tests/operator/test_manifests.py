@@ -127,7 +127,9 @@ def test_defaults_are_in_the_descriptions() -> None:
     """`kubectl explain` shows no `default:`, so the description says it."""
     spec = crd_schema()["properties"]["spec"]
     defaulted = {path: node for path, node in properties(spec, "spec") if node.get("default")}
-    assert {"spec.replicas", "spec.image", "spec.resources", "spec.server.topK"} <= set(defaulted)
+    assert {"spec.replicas", "spec.imagePullPolicy", "spec.resources", "spec.server.topK"} <= set(
+        defaulted
+    )
     for path, node in defaulted.items():
         assert node["description"].endswith(f"Defaults to {json.dumps(node['default'])}."), path
     assert spec["properties"]["replicas"]["description"].endswith("Defaults to 1.")

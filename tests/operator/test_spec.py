@@ -9,7 +9,7 @@ from kubeclassify_operator.spec import InvalidSpec, check_name, parse_spec
 def test_defaults() -> None:
     spec = parse_spec({})
     assert spec.model == "resnet50"
-    assert spec.image == "ghcr.io/kubeclassify/modelserver:0.1.0"
+    assert spec.image is None  # the operator chooses (kubeclassify_operator.images)
     assert spec.replicas == 1
     assert spec.autoscaling is None
     assert spec.service.type == "LoadBalancer" and spec.service.port == 80
