@@ -1,7 +1,8 @@
 """The model's life in one worker: load and warm up in the background, infer, drain.
 
-Loading runs on a thread so that the HTTP layer answers `/healthz` (and a 503 from
-`/readyz`) while the model is still loading, as Kubernetes probes expect.
+Loading runs on a thread, started by `ModelService.start`, so that the HTTP layer answers
+`/healthz` (and a 503 from `/readyz`) while the model is still loading, as Kubernetes probes
+expect.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from .weights import WeightsUnavailable
 
 log = logging.getLogger(__name__)
 
-Prediction = dict[str, Any]
 # One image to classify: its encoded bytes, or its RGB pixels as a (height, width, 3) array.
 ImageInput = bytes | np.ndarray
 
@@ -56,7 +56,17 @@ class ModelService:
         self._loaded: tuple[Classifier, DynamicBatcher] | None = None
         self._in_flight = 0
         self._in_flight_lock = threading.Lock()
-        threading.Thread(target=self._load_and_warm_up, name="model-loader", daemon=True).start()
+        self._loader: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Load and warm up the model on a thread of its own. Apart from `__init__`, so that
+        building a service starts nothing: whoever serves it starts it, once."""
+        if self._loader is not None:
+            raise RuntimeError("the model service is already started")
+        self._loader = threading.Thread(
+            target=self._load_and_warm_up, name="model-loader", daemon=True
+        )
+        self._loader.start()
 
     @property
     def ready(self) -> bool:
@@ -190,11 +200,3 @@ class ModelService:
         self.state = State.FAILED
         log.critical("cannot serve: %s", message)
         self._on_load_failure(error)
-
-
-def top_predictions(
-    probabilities: np.ndarray, labels: tuple[str, ...], top_k: int
-) -> list[Prediction]:
-    """The `top_k` most probable labels, most probable first, in the tutorial's shape."""
-    best = np.argsort(-probabilities, kind="stable")[:top_k]
-    return [{"label": labels[i], "probability": float(probabilities[i])} for i in best]

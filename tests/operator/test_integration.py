@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from control_plane import OPERATOR_USER, WRITE_VERBS, rbac_triple
+from control_plane import OPERATOR_USER, WRITE_VERBS, ControlPlane, rbac_triple
+from kubelet import Kubelet
+from operators import Namespace, OperatorProcess
 
-# conftest's helpers (test modules cannot import conftest), hence Any.
-Namespace = Any
-Kubelet = Any
-ControlPlane = Any
 WAIT = 30  # seconds: real controllers and a shared, busy machine
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -50,7 +48,7 @@ def serve(ns: Namespace, kubelet: Kubelet, name: str, replicas: int) -> None:
     kubelet.assign_ingress(ns, name)
 
 
-def test_operator_serves_liveness(plane_operator: Any) -> None:
+def test_operator_serves_liveness(plane_operator: OperatorProcess) -> None:
     assert plane_operator.process.poll() is None
     assert requests.get(plane_operator.liveness_url, timeout=5).status_code == 200
 
@@ -333,7 +331,7 @@ def test_delete_leaves_children_to_garbage_collection(plane_ns: Namespace) -> No
     ns.cluster.delete(ns.path("imageclassifiers", "gone"))
     assert ns.get("imageclassifiers", "gone") is None
     for kind in ("deployments", "services", "replicasets", "pods"):
-        ns.cluster.wait(lambda kind=kind: not ns.items_of(kind), WAIT, f"{kind} collected")
+        ns.wait_empty(kind, WAIT)
     time.sleep(2)
     assert ns.get("deployments", "gone") is None
     assert ns.get("services", "gone") is None

@@ -4,10 +4,9 @@ burst, another controller keeps rewriting its Deployment with read-modify-write 
 ends with the last spec and with every one of the other writer's annotations."""
 
 import threading
-from typing import Any
 
-# conftest's helpers (test modules cannot import conftest), hence Any.
-Namespace = Any
+from operators import Namespace
+
 WAIT = 30
 BURST = 12
 
@@ -19,6 +18,7 @@ def other_controller(ns: Namespace, stop: threading.Event, written: list[str]) -
     conflicts = 0
     while not stop.is_set():
         deployment = ns.cluster.get(path)
+        assert deployment is not None
         key = f"other.example/write-{len(written)}"
         deployment["metadata"].setdefault("annotations", {})[key] = "kept"
         answer = ns.cluster.session.put(ns.cluster.url + path, json=deployment, timeout=10)

@@ -5,14 +5,9 @@ never resurrects a child of a classifier that is going away.
 (Background propagation, the API's default, is in test_integration.py.)
 """
 
-from typing import Any
+from control_plane import OPERATOR_USER, ControlPlane, rbac_triple
+from operators import Namespace, OperatorProcess
 
-from control_plane import OPERATOR_USER, rbac_triple
-
-# conftest's helpers (test modules cannot import conftest), hence Any.
-Namespace = Any
-ControlPlane = Any
-OperatorProcess = Any
 WAIT = 30
 CHILDREN = ("deployments", "replicasets", "pods", "services", "horizontalpodautoscalers")
 
@@ -27,7 +22,7 @@ def make(ns: Namespace, name: str) -> None:
 
 def wait_all_collected(ns: Namespace) -> None:
     for kind in CHILDREN:
-        ns.cluster.wait(lambda kind=kind: not ns.items_of(kind), WAIT, f"{kind} collected")
+        ns.wait_empty(kind, WAIT)
 
 
 def creates_by_operator(plane: ControlPlane, namespace: str) -> list[str]:

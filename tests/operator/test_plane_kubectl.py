@@ -7,10 +7,9 @@ from typing import Any
 
 from control_plane import ControlPlane
 from kubeclassify_operator.spec import GROUP, KIND, VERSION
+from kubelet import Kubelet
+from operators import Namespace
 
-# conftest's helpers (test modules cannot import conftest), hence Any.
-Namespace = Any
-Kubelet = Any
 WAIT = 30
 
 

@@ -12,12 +12,11 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import kubernetes
 import pytest
 import yaml
-from control_plane import OPERATOR_NAMESPACE, OPERATOR_SA
+from control_plane import OPERATOR_NAMESPACE, OPERATOR_SA, ControlPlane
 from kubeclassify_operator.kube import Kube
 from kubeclassify_operator.leader import (
     LEASE_DURATION,
@@ -26,13 +25,8 @@ from kubeclassify_operator.leader import (
     LeaseUnavailable,
     lease_path,
 )
+from operators import Cluster, Namespace, OperatorLauncher, OperatorProcess
 
-# conftest's types (test modules cannot import conftest).
-Namespace = Any
-ControlPlane = Any
-Cluster = Any
-OperatorProcess = Any
-Launcher = Any
 REPO = Path(__file__).resolve().parents[2]
 LEASE = lease_path(OPERATOR_NAMESPACE, "kubeclassify-operator")
 WAIT = 30
@@ -84,7 +78,9 @@ def apiserver_pid(plane: ControlPlane) -> int:
 
 
 @pytest.fixture
-def shared_operator(plane_operator: OperatorProcess, plane_cluster: Cluster) -> Iterator[Any]:
+def shared_operator(
+    plane_operator: OperatorProcess, plane_cluster: Cluster
+) -> Iterator[OperatorProcess]:
     """The session's operator; started again after the test if the test ended it."""
     yield plane_operator
     if plane_operator.process.poll() is not None:
@@ -97,7 +93,7 @@ def shared_operator(plane_operator: OperatorProcess, plane_cluster: Cluster) -> 
 
 
 def test_a_standby_takes_over_and_catches_up(
-    plane_ns: Namespace, shared_operator: OperatorProcess, launch_plane_operator: Launcher
+    plane_ns: Namespace, shared_operator: OperatorProcess, launch_plane_operator: OperatorLauncher
 ) -> None:
     """The leader hangs: the standbys do nothing while its Lease is valid, then one takes
     over and restores what changed meanwhile (a deleted Service, a new spec); when that one
@@ -121,7 +117,8 @@ def test_a_standby_takes_over_and_catches_up(
             cluster.patch(ns.path("imageclassifiers", "ha"), {"spec": {"replicas": 2}})
             time.sleep(3)  # well within the Lease: the standbys must not act yet
             assert ns.get("services", "ha") is None, "a standby acted while the Lease was held"
-            assert ns.get("deployments", "ha")["spec"]["replicas"] == 1
+            deployment = ns.get("deployments", "ha")
+            assert deployment is not None and deployment["spec"]["replicas"] == 1
             ns.wait_for("services", "ha", timeout=LEASE_DURATION + WAIT)
             took = time.monotonic() - frozen_at
             new_leader = holder(cluster)
@@ -162,7 +159,7 @@ def test_sigterm_while_the_api_server_hangs_exits_within_the_grace_period(
     plane: ControlPlane,
     plane_namespace: Namespace,
     shared_operator: OperatorProcess,
-    launch_plane_operator: Launcher,
+    launch_plane_operator: OperatorLauncher,
 ) -> None:
     """Stopping must not wait on an API server that does not answer: exit 0, one line per
     thing given up, no traceback, within terminationGracePeriodSeconds."""
@@ -186,7 +183,7 @@ def test_a_leader_that_cannot_renew_stops_acting(
     plane: ControlPlane,
     plane_namespace: Namespace,
     shared_operator: OperatorProcess,
-    launch_plane_operator: Launcher,
+    launch_plane_operator: OperatorLauncher,
 ) -> None:
     """Cut off from the API server past the renew deadline, the leader exits (its Lease may
     go to a standby any moment after): exit code 1, its last line says why, no traceback."""
@@ -227,6 +224,7 @@ def test_two_electors_race_for_a_free_lease_and_one_wins(
     assert b.try_acquire()  # a stopped renewing (as far as b can tell): b takes over
     assert not a.renew()  # a has lost it, and knows
     lease = plane_namespace.cluster.get(lease_path(plane_namespace.name, "race"))
+    assert lease is not None
     assert lease["spec"]["holderIdentity"] == "b" and lease["spec"]["leaseTransitions"] == 1
     b.release()
     assert a.try_acquire()  # no holder: no need to wait for it to expire
@@ -241,7 +239,7 @@ def test_a_missing_lease_namespace_is_a_setup_error(admin_kube: Kube) -> None:
 
 
 def test_a_leader_whose_lease_grant_is_revoked_stops_acting(
-    plane_namespace: Namespace, launch_plane_operator: Launcher
+    plane_namespace: Namespace, launch_plane_operator: OperatorLauncher
 ) -> None:
     """Renewal refused by RBAC is a lost Lease too (not a renewal thread dying quietly while
     the operator acts on): exit code 1, the last line names the Lease and the fix."""

@@ -9,12 +9,10 @@ from typing import Any
 import pytest
 import yaml
 from classifiers import classifier
+from control_plane import ControlPlane
 from kubeclassify_operator.builders import MODEL_SOURCE_HASH
-
-# Fixture helpers from conftest (test modules cannot import conftest), hence Any.
-Namespace = Any
-Kubelet = Any
-ControlPlane = Any
+from kubelet import Kubelet
+from operators import Namespace
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT = 30

@@ -1,16 +1,15 @@
 """`--namespace NS` mode on a real cluster, as its ServiceAccount: the operator acts in the
 namespaces it was given and nowhere else."""
 
-from typing import Any
+from operators import NamespaceMaker, OperatorLauncher, OperatorProcess
 
-# conftest's helpers (test modules cannot import conftest), hence Any.
-NamespaceMaker = Any
-OperatorProcess = Any
 WAIT = 30
 
 
 def test_namespace_mode_acts_only_in_its_namespaces(
-    plane_namespaces: NamespaceMaker, operator_paused: OperatorProcess, launch_plane_operator: Any
+    plane_namespaces: NamespaceMaker,
+    operator_paused: OperatorProcess,
+    launch_plane_operator: OperatorLauncher,
 ) -> None:
     first, second, elsewhere = plane_namespaces(), plane_namespaces(), plane_namespaces()
     operator = launch_plane_operator(

@@ -7,13 +7,10 @@ the echo of the operator's own write starts no pass.
 
 import datetime
 import time
-from typing import Any
 
-from control_plane import OPERATOR_USER, rbac_triple
+from control_plane import OPERATOR_USER, ControlPlane, rbac_triple
+from operators import Namespace
 
-# conftest's helpers (test modules cannot import conftest), hence Any.
-Namespace = Any
-ControlPlane = Any
 WAIT = 30
 QUIET = 5.0  # seconds without a request about the classifier: the operator has settled
 

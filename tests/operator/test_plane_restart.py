@@ -2,12 +2,10 @@
 out, resumes its watches, and leaves every classifier with exactly its children."""
 
 import time
-from typing import Any
 
-# conftest's helpers (test modules cannot import conftest), hence Any.
-Namespace = Any
-ControlPlane = Any
-OperatorProcess = Any
+from control_plane import ControlPlane
+from operators import Namespace, OperatorLauncher, OperatorProcess
+
 WAIT = 60  # the API server's restart included
 NAMES = [f"restart-{i}" for i in range(5)]
 
@@ -16,7 +14,7 @@ def test_an_api_server_restart_mid_reconcile(
     plane: ControlPlane,
     plane_namespace: Namespace,
     operator_paused: OperatorProcess,
-    launch_plane_operator: Any,
+    launch_plane_operator: OperatorLauncher,
 ) -> None:
     ns = plane_namespace
     # --standalone: a leader that cannot renew its Lease exits by design (another replica

@@ -3,9 +3,8 @@
 import time
 from typing import Any
 
-# conftest's types (test modules cannot import conftest).
-Namespace = Any
-OperatorProcess = Any
+from operators import Cluster, Namespace, OperatorProcess
+
 WAIT = 30
 
 
@@ -85,7 +84,7 @@ def test_log_lines_name_the_classifier_and_routine_is_debug(
 
 
 def test_a_namespace_being_deleted_is_left_alone_quietly(
-    plane_cluster: Any, plane_operator: OperatorProcess
+    plane_cluster: Cluster, plane_operator: OperatorProcess
 ) -> None:
     """Deleting a namespace deletes the children before the classifier: re-creating them is
     refused (403, NamespaceTerminating). Nothing is left to do there: no error, no traceback,

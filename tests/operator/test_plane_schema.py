@@ -12,10 +12,8 @@ from typing import Any
 import pytest
 import yaml
 from classifiers import classifier
-
-# Fixture helpers from conftest (test modules cannot import conftest), hence Any.
-Namespace = Any
-ControlPlane = Any
+from control_plane import ControlPlane
+from operators import Namespace
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT = 30

@@ -1,11 +1,8 @@
 """The real control plane works end to end: the operator, as its ServiceAccount, makes the
 children; the real controllers and scheduler act on them; a played kubelet runs the pod."""
 
-from typing import Any
-
-# Fixture helpers from conftest (test modules cannot import conftest), hence Any.
-Namespace = Any
-Kubelet = Any
+from kubelet import Kubelet
+from operators import Namespace
 
 
 def test_operator_makes_children_and_the_status_follows_the_played_kubelet(

@@ -10,10 +10,8 @@ from typing import Any
 import pytest
 from control_plane import ControlPlane
 from kubeclassify_operator.builders import LAST_APPLIED, TEMPLATE_HASH
-
-# Fixture helpers from conftest (test modules cannot import conftest), hence Any.
-Namespace = Any
-Kubelet = Any
+from kubelet import Kubelet
+from operators import Namespace
 
 WAIT = 30  # seconds for the status to follow a change (the plane shares 2 CPUs)
 IMAGE = "ghcr.io/kubeclassify/modelserver:0.1.0"

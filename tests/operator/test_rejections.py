@@ -4,10 +4,10 @@ The causes are the API server's own (Kubernetes 1.36, captured with dry-run crea
 """
 
 import json
-from typing import Any
 
 import pytest
 from kubeclassify_operator.rejections import describe_rejection, spec_field
+from operators import Namespace
 
 
 def status(kind: str, name: str, *causes: tuple[str, str]) -> str:
@@ -121,7 +121,7 @@ def test_an_unmapped_field_is_named_as_the_childs() -> None:
     )
 
 
-def test_a_name_the_crd_once_allowed_is_refused_before_any_child(ns: Any) -> None:
+def test_a_name_the_crd_once_allowed_is_refused_before_any_child(ns: Namespace) -> None:
     """A classifier stored before the CRD's name rule (the emulator, like an older CRD, takes
     any name): the operator refuses it before making a Deployment that the Service, refused
     later, would have left alone."""

@@ -12,14 +12,12 @@ from typing import Any
 
 import pytest
 import yaml
-from kube_emulator import Fault
+from kube_emulator import EmulatorThread, Fault
 from kubeclassify_operator.handlers import RETRY_SECONDS
 from kubeclassify_operator.kube import USER_AGENT
+from operators import Journal, Namespace, OperatorProcess
 
 REPO = Path(__file__).resolve().parents[2]
-# `ns` is conftest's Namespace helper, `journal` its Journal; test modules cannot import conftest.
-Namespace = Any
-Journal = Any
 
 
 def owner_uid(child: dict[str, Any]) -> str | None:
@@ -158,7 +156,7 @@ def test_refused_writes_are_retried_until_converged(
 
 
 def test_watch_faults_lose_no_change(
-    ns: Namespace, emulator: Any, faults: list[Fault], journal: Journal
+    ns: Namespace, emulator: EmulatorThread, faults: list[Fault], journal: Journal
 ) -> None:
     """Every watch cut at once; on reconnect 410 Gone, 503s and a 500: a spec change made
     while the operator was blind is still applied, and hand edits are restored afterwards."""
@@ -191,7 +189,7 @@ def test_watch_faults_lose_no_change(
 
 
 def test_a_watch_reconnect_with_nothing_changed_costs_no_passes(
-    ns: Namespace, emulator: Any, journal: Journal
+    ns: Namespace, emulator: EmulatorThread, journal: Journal
 ) -> None:
     """Children replayed by a new watch (the emulator replays everything on a re-watch, a real
     API server after a 410 re-list) start no pass when their version was reconciled already
@@ -231,7 +229,7 @@ def test_a_slow_api_server_still_converges(ns: Namespace, faults: list[Fault]) -
 
 
 def test_killed_between_deployment_and_service_then_restarted(
-    ns: Namespace, operator_process: Any, faults: list[Fault], journal: Journal
+    ns: Namespace, operator_process: OperatorProcess, faults: list[Fault], journal: Journal
 ) -> None:
     """SIGKILL while the Service POST is in flight: the restart creates only what is missing,
     and a second restart with nothing to do writes nothing."""
@@ -271,7 +269,7 @@ def test_killed_between_deployment_and_service_then_restarted(
 
 
 def test_sigterm_with_a_pass_stuck_on_a_request_exits_within_the_grace_period(
-    ns: Namespace, operator_process: Any, faults: list[Fault]
+    ns: Namespace, operator_process: OperatorProcess, faults: list[Fault]
 ) -> None:
     """kopf waits for the handler threads it started, and a pass whose request the API server
     never answers would hold the exit past the Deployment's grace period: the operator gives

@@ -9,13 +9,11 @@ peers in its own namespace). One grant is checked at admission instead (see belo
 """
 
 from pathlib import Path
-from typing import Any
 
 import yaml
-from control_plane import OPERATOR_USER, Triple, rbac_triple
+from control_plane import OPERATOR_USER, ControlPlane, Triple, rbac_triple
+from operators import Cluster, Namespace, OperatorLauncher
 
-Namespace = Any
-ControlPlane = Any
 REPO = Path(__file__).resolve().parents[2]
 WAIT = 30
 # Checked by the API server's OwnerReferencesPermissionEnforcement admission (the children's
@@ -38,7 +36,9 @@ def granted() -> set[Triple]:
     }
 
 
-def run_namespace_mode(plane: ControlPlane, plane_cluster: Any, launch_plane_operator: Any) -> None:
+def run_namespace_mode(
+    plane: ControlPlane, plane_cluster: Cluster, launch_plane_operator: OperatorLauncher
+) -> None:
     """An operator watching one (empty) namespace, until it watches the classifiers there."""
     name = "rbac-namespace-mode"
     if plane_cluster.get(f"/api/v1/namespaces/{name}") is None:
@@ -60,7 +60,10 @@ def run_namespace_mode(plane: ControlPlane, plane_cluster: Any, launch_plane_ope
 
 
 def test_cluster_role_grants_exactly_what_the_operator_uses(
-    plane_ns: Namespace, plane: ControlPlane, plane_cluster: Any, launch_plane_operator: Any
+    plane_ns: Namespace,
+    plane: ControlPlane,
+    plane_cluster: Cluster,
+    launch_plane_operator: OperatorLauncher,
 ) -> None:
     ns = plane_ns
     earlier = {event["auditID"] for event in plane.audit_events(OPERATOR_USER)}

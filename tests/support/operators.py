@@ -1,7 +1,8 @@
-"""The operator tests' API clients and operator process, shared with tests/helm.
+"""The operator tests' API clients, request journal and operator process, shared with tests/helm.
 
-A module rather than tests/operator/conftest.py, which pytest keeps to its own directory: the
-chart's tests run the operator the same way, with the same clients.
+A module rather than tests/operator/conftest.py, which pytest keeps to its own directory and
+test modules cannot import: the chart's tests run the operator the same way, with the same
+clients, and test functions name these types in their signatures.
 """
 
 import ctypes
@@ -10,11 +11,12 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import pytest
 import requests
-from kube_emulator import IC_PATH
+from kube_emulator import IC_PATH, ApiServerEmulator, Call
+from kubeclassify_operator.kube import USER_AGENT
 from kubeclassify_operator.spec import GROUP, KIND, VERSION
 from serving import free_port
 
@@ -157,6 +159,10 @@ class Namespace:
         """Every object of `kind` in the namespace."""
         return self.cluster.items(self.path(kind))
 
+    def wait_empty(self, kind: str, timeout: float = 15) -> None:
+        """Until no object of `kind` is left in the namespace (collected, say)."""
+        self.cluster.wait(lambda: not self.items_of(kind), timeout, f"{kind} collected")
+
     def pods(self, instance: str) -> list[dict[str, Any]]:
         """The pods of the classifier `instance` (by the label its Deployment gives them)."""
         selector = f"app.kubernetes.io/instance={instance}"
@@ -170,6 +176,34 @@ class Namespace:
             if event.get("involvedObject", {}).get("name") == name
             and event.get("involvedObject", {}).get("kind") == KIND
         ]
+
+
+NamespaceMaker = Callable[[], Namespace]
+"""`make()`: a fresh namespace on the real plane (the `plane_namespaces` fixture)."""
+
+# kopf's own client and the operator's (kube.py); kubectl and the tests use other agents.
+OPERATOR_AGENTS = ("kopf/", USER_AGENT)
+
+
+class Journal:
+    """The operator's requests as the emulator recorded them."""
+
+    def __init__(self, api: ApiServerEmulator) -> None:
+        self.api = api
+
+    def mark(self) -> int:
+        return len(self.api.calls)
+
+    def since(self, mark: int = 0, namespace: str | None = None) -> list[Call]:
+        return [
+            call
+            for call in self.api.calls[mark:]
+            if call.agent.startswith(OPERATOR_AGENTS)
+            and (namespace is None or call.namespace == namespace)
+        ]
+
+    def writes(self, mark: int = 0, namespace: str | None = None) -> list[Call]:
+        return [call for call in self.since(mark, namespace) if call.is_write]
 
 
 _PRCTL = ctypes.CDLL(None).prctl  # looked up here: the child after fork only calls it
@@ -189,11 +223,17 @@ class OperatorProcess:
         self.env = env
         self.log_path = log_path
         self.liveness_url = ""
-        self.process: subprocess.Popen[bytes] | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The process of the latest start()."""
+        assert self._process is not None, "never started"
+        return self._process
 
     def start(self) -> None:
         """Launch and wait until kopf serves its liveness endpoint."""
-        running = self.process is not None and self.process.poll() is None
+        running = self._process is not None and self._process.poll() is None
         assert not running, "already running: a second start would orphan the first process"
         self.liveness_url = f"http://127.0.0.1:{free_port()}/healthz"
         with self.log_path.open("ab") as log:
@@ -204,7 +244,7 @@ class OperatorProcess:
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
             )
-        self.process = process
+        self._process = process
 
         def alive() -> bool:
             assert process.poll() is None, self.log_path.read_text()
@@ -217,14 +257,18 @@ class OperatorProcess:
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye to the peers, in-flight requests cut."""
-        assert self.process is not None
         self.process.kill()
         self.process.wait()
 
     def stop(self) -> None:
-        assert self.process is not None
         self.process.terminate()
         try:
             self.process.wait(15)
         except subprocess.TimeoutExpired:
             self.kill()
+
+
+class OperatorLauncher(Protocol):
+    """Starts a named operator process (`POD_ID`) with extra command-line arguments."""
+
+    def __call__(self, name: str, *args: str) -> OperatorProcess: ...
