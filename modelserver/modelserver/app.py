@@ -27,9 +27,13 @@ _WORKER_BOOT_ERROR = 3
 
 
 def create_app(settings: Settings | None = None, service: ModelService | None = None) -> Flask:
-    """A Flask app serving `service` (by default one loading the model `settings` name)."""
-    settings = settings or Settings.from_env()
-    return rest.create_app(DataPlane(service or ModelService(settings)))
+    """A Flask app serving `service` (by default one for the model `settings` name), whose
+    model it starts loading: the app answers probes while it loads."""
+    service = service or ModelService(settings or Settings.from_env())
+    app = rest.create_app(DataPlane(service))
+    app.extensions["modelserver.service"] = service
+    service.start()
+    return app
 
 
 def gunicorn_app() -> Flask:
@@ -53,7 +57,9 @@ def plane_of(app: Flask) -> DataPlane:
 
 
 def service_of(app: Flask) -> ModelService:
-    return plane_of(app).service
+    """The service behind `app`'s data plane, which its protocols never reach (tests do)."""
+    service: ModelService = app.extensions["modelserver.service"]
+    return service
 
 
 def start_grpc(app: Flask) -> None:
@@ -74,7 +80,7 @@ def begin_draining(app: Flask) -> None:
     server's executor, whose threads Python joins before the worker exits, as gunicorn
     finishes the HTTP requests in flight; GRACEFUL_TIMEOUT bounds both."""
     plane = plane_of(app)
-    plane.service.begin_draining()
+    plane.begin_draining()
     server: grpc.Server | None = app.extensions.get("modelserver.grpc")
     if server is not None:
         server.stop(plane.settings.graceful_timeout)

@@ -14,7 +14,7 @@ from modelserver.cli import main as cli_main
 from modelserver.config import OPTIONS, Settings
 from modelserver.images import ImageError, load_rgb
 from modelserver.models.base import as_probabilities
-from modelserver.service import top_predictions
+from modelserver.protocol.rest.v1_endpoints import top_predictions
 from PIL import Image
 from serving import wait_until
 

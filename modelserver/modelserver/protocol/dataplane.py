@@ -1,14 +1,17 @@
 """What every protocol asks of the model, in one place: readiness, metadata, size limits,
 inference (admission, batching and the queue bound are the service's), metrics labels.
 
-Protocols hand in tensors and get tensors back; formatting them (labels and top-k for
-`/predict` and V1, tensors and the classification extension for V2) is theirs.
+Protocols talk to the model only through `DataPlane`, and infer one way: tensors in, tensors
+back (`infer`). Formatting them is theirs (labels and top-k for `/predict` and V1, the wire
+forms of tensors for V2), but for the classification extension, which V2's REST and gRPC
+forms share.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +57,7 @@ class DataPlane:
     """One worker's model as every protocol sees it."""
 
     def __init__(self, service: ModelService) -> None:
-        self.service = service
+        self._service = service
         self.settings: Settings = service.settings
         # MAX_UPLOAD_BYTES limits the image bytes; JSON carries them in base64, 4/3 the size.
         self.raw_body_limit = self.settings.max_upload_bytes
@@ -65,8 +68,13 @@ class DataPlane:
     def model_name(self) -> str:
         return self.settings.served_name
 
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The model's labels, by output index; `NotReady` until it is loaded."""
+        return self._service.classifier.labels
+
     def readiness(self) -> Readiness:
-        service = self.service
+        service = self._service
         if service.ready and service.overloaded:
             full = "the request queue is full"
             return Readiness(False, "overloaded", full, OVERLOADED_RETRY_AFTER_S)
@@ -95,11 +103,16 @@ class DataPlane:
             "extensions": list(EXTENSIONS),
         }
 
+    def model_status(self, name: str) -> dict[str, Any]:
+        """What serves and how it is doing: state, queue, batching, runtime (V1's status)."""
+        self.check_model(name)
+        return self._service.describe()
+
     def model_metadata(self, name: str, version: str | None = None) -> dict[str, object]:
         """The model's inputs and outputs. A request sends one input, whatever its name:
         BYTES [N] encoded images, or UINT8 / FP32 [N, H, W, 3] pixels (resized to fit)."""
         self.check_model(name, version)
-        classifier = self.service.classifier
+        classifier = self._service.classifier
         width, height = classifier.input_size
         return {
             "name": self.model_name,
@@ -114,10 +127,6 @@ class DataPlane:
             ],
         }
 
-    def classify(self, images: list[ImageInput]) -> np.ndarray:
-        """The probability tensor, (len(images), labels), through admission and the batcher."""
-        return self.service.infer(images)
-
     def infer(
         self,
         name: str,
@@ -125,10 +134,11 @@ class DataPlane:
         inputs: list[Tensor],
         outputs: list[RequestedOutput],
     ) -> list[Tensor]:
-        """The Open Inference Protocol's inference: one input tensor of images, the requested
-        outputs (by default the probabilities) back."""
+        """Every protocol's inference (the Open Inference Protocol's form): one input tensor
+        of images, the requested outputs (by default the probabilities) back, through
+        admission and the batcher."""
         self.check_model(name, version)
-        labels = self.service.classifier.labels
+        labels = self.labels
         for output in outputs:
             if output.name != PROBABILITIES:
                 name = output.name[:60]
@@ -140,13 +150,17 @@ class DataPlane:
                 )
         if len(inputs) != 1:
             raise InvalidInput(f"expected one input tensor of images, got {len(inputs)}")
-        probabilities = self.classify(images_of(inputs[0]))
+        probabilities = self._service.infer(images_of(inputs[0]))
         return [
             classification(probabilities, labels, output.classification)
             if output.classification
             else Tensor(PROBABILITIES, "FP32", probabilities.shape, probabilities)
             for output in outputs or [RequestedOutput(PROBABILITIES)]
         ]
+
+    def begin_draining(self) -> None:
+        """Report not-ready while the requests in flight finish (SIGTERM)."""
+        self._service.begin_draining()
 
 
 def images_of(tensor: Tensor) -> list[ImageInput]:

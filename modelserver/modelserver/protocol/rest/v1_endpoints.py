@@ -1,5 +1,6 @@
 """The tutorial's `/predict` (multipart) and TF Serving / KServe V1 (`{"instances": ...}`):
-both answer the top-k labels of each image."""
+both answer the top-k labels of each image, formatted here from the data plane's
+probabilities."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import base64
 import binascii
 import json
 
+import numpy as np
 from flask import Flask, Response, jsonify, request
 
-from ...service import top_predictions
 from ..dataplane import DataPlane
 from ..errors import InvalidInput, UnsupportedMediaType
+from ..tensors import Tensor
+
+Prediction = dict[str, object]
 
 
 def register(app: Flask, plane: DataPlane) -> None:
@@ -25,7 +29,7 @@ def register(app: Flask, plane: DataPlane) -> None:
         if not uploads:
             raise InvalidInput("no 'image' field: send the image in a field named 'image'")
         top_k = _top_k(request.args.get("top_k") or request.form.get("top_k"), plane)
-        results = _top_labels(plane, [upload.read() for upload in uploads], top_k)
+        results = _top_labels(plane, plane.model_name, [upload.read() for upload in uploads], top_k)
         if len(results) == 1:
             return jsonify(success=True, predictions=results[0])
         return jsonify(
@@ -38,8 +42,7 @@ def register(app: Flask, plane: DataPlane) -> None:
 
     @app.get("/v1/models/<name>")
     def model_status(name: str) -> Response:
-        plane.check_model(name)
-        return jsonify(plane.service.describe())
+        return jsonify(plane.model_status(name))
 
     @app.post("/v1/models/<name>:predict")
     def v1_predict(name: str) -> Response:
@@ -47,19 +50,31 @@ def register(app: Flask, plane: DataPlane) -> None:
         plane.check_model(name)
         top_k = _top_k(request.args.get("top_k"), plane)
         uploads = _v1_instances(request.get_data())
-        return jsonify(predictions=_top_labels(plane, uploads, top_k))
+        return jsonify(predictions=_top_labels(plane, name, uploads, top_k))
 
 
 def _top_labels(
-    plane: DataPlane, uploads: list[bytes], top_k: int
-) -> list[list[dict[str, object]]]:
-    labels = plane.service.classifier.labels
-    return [top_predictions(row, labels, top_k) for row in plane.classify(list(uploads))]
+    plane: DataPlane, name: str, uploads: list[bytes], top_k: int
+) -> list[list[Prediction]]:
+    """Each image's `top_k` labels, inferred as a BYTES tensor of encoded images."""
+    images = Tensor("image", "BYTES", (len(uploads),), uploads)
+    (probabilities,) = plane.infer(name, None, [images], [])
+    assert isinstance(probabilities.data, np.ndarray)
+    labels = plane.labels
+    return [top_predictions(row, labels, top_k) for row in probabilities.data]
+
+
+def top_predictions(
+    probabilities: np.ndarray, labels: tuple[str, ...], top_k: int
+) -> list[Prediction]:
+    """The `top_k` most probable labels, most probable first, in the tutorial's shape."""
+    best = np.argsort(-probabilities, kind="stable")[:top_k]
+    return [{"label": labels[i], "probability": float(probabilities[i])} for i in best]
 
 
 def _top_k(raw: str | None, plane: DataPlane) -> int:
     """`top_k` from the request (1 to the number of labels), or the server's default."""
-    labels = len(plane.service.classifier.labels)
+    labels = len(plane.labels)
     if raw is None or raw == "":
         return min(plane.settings.top_k, labels)
     try:
