@@ -1,16 +1,20 @@
-"""The server's settings: one table of options, read from environment variables or CLI flags.
+"""The server's settings, read from environment variables or CLI flags.
 
 Every option is an environment variable (what containers and the operator set) and a
-`modelserver serve` flag (what people type). Both are derived from `OPTIONS`, so they
-cannot drift apart. This module imports nothing heavy: gunicorn's master reads it.
+`modelserver serve` flag (what people type). Each is defined once, as a `Settings` field whose
+metadata names its variable, flag and bounds (`_option`); `OPTIONS`, the flags and the checks
+are read from those fields, so they cannot drift apart. This module imports nothing heavy:
+gunicorn's master reads it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import typing
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,49 +26,150 @@ BUILTIN_MODELS = ("resnet50",)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+def _option(
+    env: str,
+    help: str,
+    *,
+    short_flag: str | None = None,
+    minimum: int = 1,
+    choices: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """A `Settings` field's metadata that makes it an option, the one place it is defined: the
+    variable, the help, the flag when not the variable's name, the least value of a number,
+    the values a word may take."""
+    return {
+        "env": env,
+        "help": help,
+        "short_flag": short_flag,
+        "minimum": minimum,
+        "choices": choices,
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Validated server settings; field names match `Option.field`."""
+    """Validated server settings, one field per option."""
 
-    model_name: str = "resnet50"
-    weights: str = "imagenet"
-    model_file: Path | None = None
-    labels_file: Path | None = None
-    backend: str = "auto"
-    precision: str = "auto"
-    cache_dir: Path | None = None
-    host: str = "0.0.0.0"
-    port: int = DEFAULT_PORT
-    grpc_port: int = DEFAULT_GRPC_PORT
-    workers: int = 1
-    threads: int = 32
-    max_queue: int | None = None
-    batch_max_size: int = 16
-    batch_max_delay_ms: float = 2.0
-    top_k: int = 5
-    max_upload_bytes: int = 10 * 1024 * 1024
-    max_image_pixels: int = 40_000_000
-    graceful_timeout: int = 30
-    log_level: str = "info"
-    page: bool = True
+    model_name: str = field(
+        default="resnet50",
+        metadata=_option(
+            "MODEL_NAME",
+            "built-in model to serve (resnet50)",
+            short_flag="model",
+            choices=BUILTIN_MODELS,
+        ),
+    )
+    weights: str = field(
+        default="imagenet",
+        metadata=_option(
+            "MODEL_WEIGHTS",
+            "'imagenet' (official Keras download, cached) or a path to a weights file",
+            short_flag="weights",
+        ),
+    )
+    model_file: Path | None = field(
+        default=None,
+        metadata=_option(
+            "MODEL_FILE",
+            f"serve this {', '.join(MODEL_SUFFIXES)} classifier instead (an IR's .bin beside it)",
+        ),
+    )
+    labels_file: Path | None = field(
+        default=None,
+        metadata=_option(
+            "MODEL_LABELS",
+            "labels for MODEL_FILE: .txt (one a line) or .json",
+            short_flag="labels",
+        ),
+    )
+    backend: str = field(
+        default="auto",
+        metadata=_option(
+            "MODEL_BACKEND",
+            "auto, tensorflow or openvino (auto: OpenVINO where installed, else TensorFlow)",
+            short_flag="backend",
+            choices=("auto", *BACKENDS),
+        ),
+    )
+    precision: str = field(
+        default="auto",
+        metadata=_option(
+            "MODEL_PRECISION",
+            "auto, fp32, bf16 or int8 (auto: int8 for a quantized model, bf16 on OpenVINO with "
+            "a native-BF16 CPU, else fp32)",
+            short_flag="precision",
+            choices=("auto", *PRECISIONS),
+        ),
+    )
+    cache_dir: Path | None = field(
+        default=None,
+        metadata=_option(
+            "CACHE_DIR",
+            "where OpenVINO keeps converted and compiled models, so restarts skip both",
+        ),
+    )
+    host: str = field(default="0.0.0.0", metadata=_option("HOST", "address to bind"))
+    port: int = field(default=DEFAULT_PORT, metadata=_option("PORT", "port to bind"))
+    grpc_port: int = field(
+        default=DEFAULT_GRPC_PORT,
+        metadata=_option(
+            "GRPC_PORT",
+            "port for gRPC (Open Inference Protocol); 0: no gRPC",
+            minimum=0,
+        ),
+    )
+    workers: int = field(
+        default=1, metadata=_option("WORKERS", "gunicorn worker processes (each loads the model)")
+    )
+    threads: int = field(default=32, metadata=_option("THREADS", "request threads per worker"))
+    max_queue: int | None = field(
+        default=None,
+        metadata=_option(
+            "MAX_QUEUE",
+            "requests a worker works on before answering 503 (default 3/4 of THREADS; 0: no bound)",
+            minimum=0,
+        ),
+    )
+    batch_max_size: int = field(
+        default=16, metadata=_option("BATCH_MAX_SIZE", "most images in one forward pass")
+    )
+    batch_max_delay_ms: float = field(
+        default=2.0,
+        metadata=_option(
+            "BATCH_MAX_DELAY_MS", "longest wait for a batch to fill, in ms", minimum=0
+        ),
+    )
+    top_k: int = field(
+        default=5, metadata=_option("TOP_K", "predictions returned when a request does not say")
+    )
+    max_upload_bytes: int = field(
+        default=10 * 1024 * 1024,
+        metadata=_option("MAX_UPLOAD_BYTES", "largest request body, in bytes (else 413)"),
+    )
+    max_image_pixels: int = field(
+        default=40_000_000,
+        metadata=_option("MAX_IMAGE_PIXELS", "largest image, in pixels (else 400)"),
+    )
+    graceful_timeout: int = field(
+        default=30,
+        metadata=_option("GRACEFUL_TIMEOUT", "seconds to finish in-flight requests", minimum=0),
+    )
+    log_level: str = field(
+        default="info",
+        metadata=_option("LOG_LEVEL", "debug, info, warning or error", choices=LOG_LEVELS),
+    )
+    page: bool = field(
+        default=True,
+        metadata=_option(
+            "PAGE",
+            "serve the page to try the model in a browser, with live figures, at / (and /stats)",
+        ),
+    )
 
     def __post_init__(self) -> None:
         """Refuse nonsense at start-up, naming the variable, rather than fail on a request."""
-        minimums = {"batch_max_delay_ms": 0, "graceful_timeout": 0, "max_queue": 0, "grpc_port": 0}
         for option in OPTIONS:
-            value, minimum = getattr(self, option.field), minimums.get(option.field, 1)
-            if isinstance(value, int | float) and not isinstance(value, bool) and value < minimum:
-                raise ValueError(f"{option.env} must be at least {minimum}, got {value}")
-        if self.model_name not in BUILTIN_MODELS:
-            raise ValueError(f"MODEL_NAME must be one of {BUILTIN_MODELS}, got {self.model_name!r}")
-        for field, env, choices in (
-            ("backend", "MODEL_BACKEND", ("auto", *BACKENDS)),
-            ("precision", "MODEL_PRECISION", ("auto", *PRECISIONS)),
-        ):
-            if getattr(self, field) not in choices:
-                raise ValueError(f"{env} must be one of {choices}, got {getattr(self, field)!r}")
-        if self.log_level not in LOG_LEVELS:
-            raise ValueError(f"LOG_LEVEL must be one of {LOG_LEVELS}, got {self.log_level!r}")
+            option.check(getattr(self, option.field))
         if self.labels_file is not None and self.model_file is None:
             raise ValueError("MODEL_LABELS only applies with MODEL_FILE")
         if self.max_queue and self.max_queue >= self.threads:
@@ -107,11 +212,16 @@ def parse_bool(raw: str) -> bool:
 
 @dataclass(frozen=True)
 class Option:
+    """One `Settings` field as an option: its `_option` metadata, and how to read its text
+    (from the field's type)."""
+
     field: str
+    kind: Callable[[str], Any]
     env: str
     help: str
-    kind: Callable[[str], Any] = str
-    short_flag: str | None = None
+    short_flag: str | None
+    minimum: int
+    choices: tuple[str, ...]
 
     @property
     def flag(self) -> str:
@@ -124,78 +234,25 @@ class Option:
         except ValueError as error:
             raise ValueError(f"{self.env}={raw!r}: {error}") from None
 
+    def check(self, value: object) -> None:
+        """Refuse a number below the minimum, or a word not among the choices."""
+        if isinstance(value, int | float) and not isinstance(value, bool) and value < self.minimum:
+            raise ValueError(f"{self.env} must be at least {self.minimum}, got {value}")
+        if self.choices and value not in self.choices:
+            raise ValueError(f"{self.env} must be one of {self.choices}, got {value!r}")
 
-OPTIONS: tuple[Option, ...] = (
-    Option("model_name", "MODEL_NAME", "built-in model to serve (resnet50)", str, "model"),
-    Option(
-        "weights",
-        "MODEL_WEIGHTS",
-        "'imagenet' (official Keras download, cached) or a path to a weights file",
-        str,
-        "weights",
-    ),
-    Option(
-        "model_file",
-        "MODEL_FILE",
-        f"serve this {', '.join(MODEL_SUFFIXES)} classifier instead (an IR's .bin beside it)",
-        Path,
-    ),
-    Option(
-        "labels_file",
-        "MODEL_LABELS",
-        "labels for MODEL_FILE: .txt (one a line) or .json",
-        Path,
-        "labels",
-    ),
-    Option(
-        "backend",
-        "MODEL_BACKEND",
-        "auto, tensorflow or openvino (auto: OpenVINO where installed, else TensorFlow)",
-        str,
-        "backend",
-    ),
-    Option(
-        "precision",
-        "MODEL_PRECISION",
-        "auto, fp32, bf16 or int8 (auto: int8 for a quantized model, bf16 on OpenVINO with "
-        "a native-BF16 CPU, else fp32)",
-        str,
-        "precision",
-    ),
-    Option(
-        "cache_dir",
-        "CACHE_DIR",
-        "where OpenVINO keeps converted and compiled models, so restarts skip both",
-        Path,
-    ),
-    Option("host", "HOST", "address to bind"),
-    Option("port", "PORT", "port to bind", int),
-    Option("grpc_port", "GRPC_PORT", "port for gRPC (Open Inference Protocol); 0: no gRPC", int),
-    Option("workers", "WORKERS", "gunicorn worker processes (each loads the model)", int),
-    Option("threads", "THREADS", "request threads per worker", int),
-    Option(
-        "max_queue",
-        "MAX_QUEUE",
-        "requests a worker works on before answering 503 (default 3/4 of THREADS; 0: no bound)",
-        int,
-    ),
-    Option("batch_max_size", "BATCH_MAX_SIZE", "most images in one forward pass", int),
-    Option(
-        "batch_max_delay_ms", "BATCH_MAX_DELAY_MS", "longest wait for a batch to fill, in ms", float
-    ),
-    Option("top_k", "TOP_K", "predictions returned when a request does not say", int),
-    Option(
-        "max_upload_bytes", "MAX_UPLOAD_BYTES", "largest request body, in bytes (else 413)", int
-    ),
-    Option("max_image_pixels", "MAX_IMAGE_PIXELS", "largest image, in pixels (else 400)", int),
-    Option("graceful_timeout", "GRACEFUL_TIMEOUT", "seconds to finish in-flight requests", int),
-    Option("log_level", "LOG_LEVEL", "debug, info, warning or error"),
-    Option(
-        "page",
-        "PAGE",
-        "serve the page to try the model in a browser, with live figures, at / (and /stats)",
-        parse_bool,
-    ),
+
+def _reader(hint: Any) -> Callable[[str], Any]:
+    """How to read a field of type `hint` from text: its type without None, booleans as
+    `parse_bool` reads them."""
+    kind = next((arg for arg in typing.get_args(hint) if arg is not type(None)), hint)
+    return parse_bool if kind is bool else kind
+
+
+_HINTS = typing.get_type_hints(Settings)
+OPTIONS: tuple[Option, ...] = tuple(
+    Option(setting.name, _reader(_HINTS[setting.name]), **setting.metadata)
+    for setting in dataclasses.fields(Settings)
 )
 
 
