@@ -11,14 +11,17 @@
 #   in the official file's layout (weights/resnet50_seeded.h5, gitignored): real shapes and
 #   speed, random answers. Point it at weights/resnet50_weights_tf_dim_ordering_tf_kernels.h5
 #   for the real ones.
-# - SERVER_IMAGE (localhost/kubeclassify/modelserver:dev), OPERATOR_IMAGE
-#   (localhost/kubeclassify/operator:dev), IMAGES_DIR (build/images).
+# - SERVER_IMAGE (localhost/kubeclassify/modelserver:dev: the default, OpenVINO-only image),
+#   TENSORFLOW_IMAGE (localhost/kubeclassify/modelserver:dev-tensorflow: Dockerfile.server's
+#   `tensorflow` target), OPERATOR_IMAGE (localhost/kubeclassify/operator:dev), IMAGES_DIR
+#   (build/images).
 # Layers are cached (--layers), so a rebuild with nothing changed takes seconds, and an archive
 # is written again only when its image id changed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SHARED=${KUBECLASSIFY_SHARED:-../shared}
 SERVER_IMAGE=${SERVER_IMAGE:-localhost/kubeclassify/modelserver:dev}
+TENSORFLOW_IMAGE=${TENSORFLOW_IMAGE:-localhost/kubeclassify/modelserver:dev-tensorflow}
 OPERATOR_IMAGE=${OPERATOR_IMAGE:-localhost/kubeclassify/operator:dev}
 IMAGES_DIR=${IMAGES_DIR:-build/images}
 PYTHON=${PYTHON:-.venv/bin/python}
@@ -56,11 +59,11 @@ fi
 [[ $WEIGHTS_SOURCE == imagenet || $WEIGHTS_SOURCE == weights/* ]] \
   || die "WEIGHTS_SOURCE must be imagenet or a file under weights/ (the build context copies only that)"
 
-build() { # Dockerfile image [build-arg...]
+build() { # Dockerfile image [buildah flag...]
   local file=$1 image=$2 start=$SECONDS; shift 2
   log "building $image from $file on $BASE_IMAGE"
   buildah build --layers --pull=never --runtime "$RUNTIME" --network host \
-    --build-arg BASE_IMAGE="$BASE_IMAGE" "${@/#/--build-arg=}" -f "$file" -t "$image" . >&2
+    --build-arg BASE_IMAGE="$BASE_IMAGE" "$@" -f "$file" -t "$image" . >&2
   log "$image built in $((SECONDS - start)) s"
 }
 
@@ -80,6 +83,9 @@ archive() { # image name: $IMAGES_DIR/name.tar, skipped when the image id is the
 
 mkdir -p "$IMAGES_DIR"
 build Dockerfile.operator "$OPERATOR_IMAGE"
-build Dockerfile.server "$SERVER_IMAGE" "WEIGHTS_SOURCE=$WEIGHTS_SOURCE"
+build Dockerfile.server "$SERVER_IMAGE" --build-arg "WEIGHTS_SOURCE=$WEIGHTS_SOURCE"
+build Dockerfile.server "$TENSORFLOW_IMAGE" --build-arg "WEIGHTS_SOURCE=$WEIGHTS_SOURCE" \
+  --target tensorflow
 archive "$OPERATOR_IMAGE" operator
 archive "$SERVER_IMAGE" modelserver
+archive "$TENSORFLOW_IMAGE" modelserver-tensorflow

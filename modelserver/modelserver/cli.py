@@ -1,4 +1,4 @@
-"""`modelserver serve | predict | fetch | fetch-weights | quantize`: the command line."""
+"""`modelserver serve | predict | fetch | fetch-weights | convert | quantize`: the command line."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .client import PredictError, predict_files
 from .config import DEFAULT_PORT, Settings, add_flags, flags_to_env
 from .fetch import command as fetch_command
 from .models.base import ModelLoadError
-from .models.registry import check_settings
+from .models.registry import baked_ir, check_settings, installed
 from .weights import WeightsUnavailable, int8_ir_beside, resolve_weights
 
 
@@ -36,6 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     fetch.add_argument("--output", type=Path, required=True)
     fetch.add_argument(
         "--source", default="imagenet", help="'imagenet' (official download) or a local file"
+    )
+
+    convert = commands.add_parser(
+        "convert",
+        help="write the OpenVINO IR of a Keras model, which OpenVINO then serves without "
+        "TensorFlow (converting needs TensorFlow)",
+    )
+    convert.add_argument(
+        "model_file", nargs="?", type=Path, help="a .keras file (default: the built-in ResNet50)"
+    )
+    convert.add_argument("--weights", default="imagenet", help="ResNet50 weights, as for serve")
+    convert.add_argument(
+        "--output",
+        type=Path,
+        help="the IR's .xml (default: beside the .keras file, or <weights>.xml beside the "
+        "weights, where serve finds it)",
     )
 
     quantize = commands.add_parser(
@@ -69,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             return fetch_command.run(args)
         if args.command == "quantize":
             return _quantize(args)
+        if args.command == "convert":
+            return _convert(args.model_file, args.weights, args.output)
         source = resolve_weights(args.source)
         # A fresh image has no folder for the weights yet (Dockerfile.server's /opt/weights).
         args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -87,7 +105,7 @@ def _serve(args: argparse.Namespace) -> int:
     settings = Settings.from_env(env)
     try:
         check_settings(settings)
-        if settings.model_file is None:
+        if settings.model_file is None and baked_ir(settings) is None:
             env["MODEL_WEIGHTS"] = str(resolve_weights(settings.weights))
     except (ModelLoadError, WeightsUnavailable) as error:
         # The mark a worker's load failure logs too: the operator reads either line from the
@@ -130,6 +148,20 @@ def _quantize(args: argparse.Namespace) -> int:
         f"INT8 IR written to {output}: top-1 agrees with FP32 on {agreement:.1%} of "
         f"{images} held-out images"
     )
+    return 0
+
+
+def _convert(model_file: Path | None, weights: str, output: Path | None) -> int:
+    if model_file is not None and model_file.suffix != ".keras":
+        raise ValueError(f"{model_file}: expected a .keras file (OpenVINO reads the others)")
+    if not (installed("tensorflow") and installed("openvino")):
+        raise ModelLoadError(
+            "converting needs TensorFlow and OpenVINO: install 'kubeclassify-modelserver[cpu]'"
+            " (or run it in the TensorFlow image)"
+        )
+    from .models.openvino import convert
+
+    print(f"OpenVINO IR written to {convert(model_file, weights, output)}")
     return 0
 
 

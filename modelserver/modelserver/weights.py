@@ -53,6 +53,13 @@ def resolve_weights(spec: str, timeout_s: float = 60.0) -> Path:
     return path
 
 
+def converted_ir_beside(weights: Path) -> Path:
+    """Where `modelserver convert` writes the OpenVINO IR of these weights (what
+    Dockerfile.server bakes): OpenVINO serves it at FP32 or BF16 without TensorFlow, and
+    without the weights file itself."""
+    return weights.with_suffix(".xml")
+
+
 def int8_ir_beside(weights: Path) -> Path:
     """Where the INT8 IR of these weights lies (`modelserver quantize`'s default output, and
     what the image bakes with `--build-arg INT8=yes`): MODEL_PRECISION=int8 serves it."""

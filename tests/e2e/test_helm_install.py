@@ -156,6 +156,10 @@ def test_the_chart_runs_the_operator_that_serves_a_classifier_and_uninstalls(
         values = {
             # Imported into the node's containerd, never pulled.
             "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+            "serverImages": {
+                "openvino": node_cluster.images.server,
+                "tensorflow": node_cluster.images.tensorflow,
+            },
             "watchNamespaces": [watched],
             "logLevel": "debug",  # logs every pass: the leader's logs show it reconciled ours
         }

@@ -129,6 +129,8 @@ def test_the_quantity_pattern_is_the_crds() -> None:
         ({"tolerations": {"key": "gpu"}}, "/tolerations"),
         ({"imagePullSecrets": ["ghcr-pull"]}, "/imagePullSecrets/0"),
         ({"standardLabels": "yes"}, "/standardLabels"),
+        ({"serverImages": {"openvino": "has space"}}, "/serverImages/openvino"),
+        ({"serverImages": {"tf": "reg/ms:1"}}, "additional properties 'tf'"),
     ],
 )
 def test_the_schema_refuses_bad_values(values: dict[str, Any], where: str) -> None:
@@ -157,6 +159,7 @@ def test_values_reach_the_operator_pod() -> None:
         "annotations": {"owner": "ml@example.com"},
         "podLabels": {"team": "ml-pods", "tier": "control"},
         "podAnnotations": {"scrape": "no"},
+        "serverImages": {"openvino": "registry.example/kc/ms:1", "tensorflow": "r.example/tf:1"},
     }
     manifests = helm.render(values)
     made = deployment(manifests)
@@ -182,6 +185,10 @@ def test_values_reach_the_operator_pod() -> None:
     assert container["image"] == "registry.example/kc/operator:dev"
     assert container["imagePullPolicy"] == "Never"
     assert container["args"] == ["--liveness", "http://0.0.0.0:8080/healthz", "--verbose"]
+    assert container["env"][2:] == [  # after POD_ID and POD_NAMESPACE; the GPU's left unset
+        {"name": "KUBECLASSIFY_SERVER_IMAGE", "value": "registry.example/kc/ms:1"},
+        {"name": "KUBECLASSIFY_SERVER_IMAGE_TENSORFLOW", "value": "r.example/tf:1"},
+    ]
     assert container["resources"] == {
         "requests": {"cpu": "100m", "memory": "128Mi"},
         "limits": {"memory": "1Gi"},

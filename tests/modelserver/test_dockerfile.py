@@ -42,14 +42,33 @@ def test_the_entry_point_is_the_installed_console_command(repo_root: Path) -> No
     assert steps["USER"] not in ("root", "0")
 
 
+def model_weights(steps: list[tuple[str, str]]) -> str:
+    """MODEL_WEIGHTS, which the build stage and the images must set alike."""
+    values = {
+        word.split("=", 1)[1]
+        for key, args in steps
+        if key == "ENV"
+        for word in args.split()
+        if word.startswith("MODEL_WEIGHTS=")
+    }
+    assert len(values) == 1, values
+    return values.pop()
+
+
 def test_the_baked_weights_are_the_ones_the_server_reads(
     repo_root: Path, resnet_weights: Path, tmp_path: Path
 ) -> None:
     steps = instructions(repo_root / "Dockerfile.server")
+    baked = model_weights(steps)
     fetch = next(args for key, args in steps if key == "RUN" and "fetch-weights" in args)
-    baked = shlex.split(fetch)[shlex.split(fetch).index("--output") + 1]
-    env = next(args for key, args in steps if key == "ENV" and "MODEL_WEIGHTS=" in args)
-    assert f"MODEL_WEIGHTS={baked}" in env.split()
+    words = shlex.split(fetch)
+    assert words[words.index("--output") + 1] == "$MODEL_WEIGHTS"
+    # ... and converted where the server looks first (`registry.baked_ir`), into the folder
+    # both images copy beside MODEL_WEIGHTS.
+    assert words[words.index("convert") :][:3] == ["convert", "--weights", "$MODEL_WEIGHTS"]
+    copies = [shlex.split(args) for key, args in steps if key == "COPY" and "/opt/ir" in args]
+    assert {tuple(copy) for copy in copies} == {("--from=build", "/opt/ir", "/opt/weights")}
+    assert str(Path(baked).parent) == "/opt/weights" and len(copies) == 2  # both images
 
     # The build step itself, with a local file as an air-gapped build passes it, into a
     # folder that does not exist yet (nothing in the image creates /opt/weights before it).
@@ -69,9 +88,7 @@ def test_the_int8_build_step_quantizes_the_weights_the_server_reads(repo_root: P
     steps = instructions(repo_root / "Dockerfile.server")
     run = next(args for key, args in steps if key == "RUN" and "modelserver quantize" in args)
     words = shlex.split(run.replace(";", " ; "))
-    env = next(args for key, args in steps if key == "ENV" and "MODEL_WEIGHTS=" in args)
-    weights = next(w for w in env.split() if w.startswith("MODEL_WEIGHTS=")).split("=", 1)[1]
-    assert words[words.index("--weights") + 1] == weights
+    assert words[words.index("--weights") + 1] == "$MODEL_WEIGHTS"
     assert "--output" not in words  # so the IR lands beside the weights: int8_ir_beside
     copied = next(
         shlex.split(args) for key, args in steps if key == "COPY" and "quantization" in args

@@ -7,7 +7,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 from flask.testing import FlaskClient
@@ -15,24 +14,7 @@ from modelserver.app import create_app, service_of
 from modelserver.config import Settings
 from PIL import Image
 from serving import ready_app
-
-LABELS = ("cat", "dog", "hotdog")
-
-
-def tiny_classifier(path: Path, activation: str | None) -> keras.Model:
-    """A seeded 3-way classifier that keeps its preprocessing inside, as users should."""
-    keras.utils.set_random_seed(5)
-    model = keras.Sequential(
-        [
-            keras.Input((32, 48, 3)),
-            keras.layers.Rescaling(1 / 255),
-            keras.layers.Conv2D(4, 3, activation="relu"),
-            keras.layers.GlobalAveragePooling2D(),
-            keras.layers.Dense(len(LABELS), activation=activation),
-        ]
-    )
-    model.save(path)
-    return model
+from tiny_keras import LABELS, tiny_classifier
 
 
 @pytest.fixture(scope="module")

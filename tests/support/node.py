@@ -78,7 +78,8 @@ def check_prerequisites() -> None:
 class Images:
     """What scripts/build-images.sh built: the images' names and their OCI archives."""
 
-    server: str
+    server: str  # the default, OpenVINO-only image
+    tensorflow: str  # Dockerfile.server's `tensorflow` target
     operator: str
     archives: tuple[Path, ...]
 
@@ -101,6 +102,7 @@ def build_images() -> Images:
     }
     return Images(
         server=built["modelserver"][0],
+        tensorflow=built["modelserver-tensorflow"][0],
         operator=built["operator"][0],
         archives=tuple(archive for _, archive in built.values()),
     )
@@ -300,7 +302,8 @@ class NodeCluster:
 
     def install_operator(self) -> None:
         """`kubectl apply -k tests/e2e/overlay` (the README's `kubectl apply -k deploy/`, the
-        image swapped); returns once both operator pods are rolled out and Ready."""
+        operator's image and the server images it runs swapped for those built here); returns
+        once both operator pods are rolled out and Ready."""
         self.kubectl("apply", "--kustomize", str(OPERATOR_OVERLAY))
         self.kubectl(
             "rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}", "--namespace",
@@ -335,23 +338,23 @@ class NodeCluster:
         return pods
 
     def example(self, name: str) -> dict[str, Any]:
-        """examples/<name>.yaml with only the server image swapped for the one built here."""
+        """examples/<name>.yaml as it is: the operator runs the images built here
+        (`install_operator`)."""
         manifest: dict[str, Any] = yaml.safe_load(
             (REPO_ROOT / "examples" / f"{name}.yaml").read_text()
         )
-        manifest["spec"]["image"] = self.images.server
         return manifest
 
     def classifier(self, name: str, **spec: Any) -> dict[str, Any]:
-        """An ImageClassifier of the built image on a NodePort Service, requesting little CPU
-        (the node has 2 cores for every test's pods); `spec` adds to or overrides that."""
+        """An ImageClassifier on a NodePort Service, requesting little CPU (the node has 2
+        cores for every test's pods); `spec` adds to or overrides that. The operator chooses
+        its image among those built here."""
         resources = spec.pop("resources", {})
         return {
             "apiVersion": "kubeclassify.io/v1alpha1",
             "kind": "ImageClassifier",
             "metadata": {"name": name},
             "spec": {
-                "image": self.images.server,
                 "service": {"type": "NodePort"},
                 "resources": {"requests": {"cpu": "100m"}, **resources},
                 **spec,

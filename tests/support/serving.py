@@ -101,11 +101,13 @@ def free_port() -> int:
         return port
 
 
-def start_server(log_dir: Path, *flags: str) -> RunningServer:
+def start_server(
+    log_dir: Path, *flags: str, env: Mapping[str, str] = os.environ
+) -> RunningServer:
     """Start `modelserver serve` on free ports (HTTP and gRPC); does not wait for readiness."""
     port, grpc_port = free_port(), free_port()
     command = [sys.executable, "-m", "modelserver", "serve", *listen_flags(port, grpc_port)]
-    process, log = spawn([*command, *flags], log_dir, port, os.environ)
+    process, log = spawn([*command, *flags], log_dir, port, env)
     return RunningServer(process, f"http://127.0.0.1:{port}", log, f"127.0.0.1:{grpc_port}")
 
 

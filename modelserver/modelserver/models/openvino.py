@@ -25,7 +25,7 @@ import openvino as ov  # type: ignore[import-untyped]
 from openvino.preprocess import PrePostProcessor  # type: ignore[import-untyped]
 from PIL import Image
 
-from ..weights import int8_ir_beside, resolve_weights
+from ..weights import converted_ir_beside, resolve_weights
 from .base import (
     CAFFE_BGR_MEANS,
     Classifier,
@@ -38,7 +38,7 @@ from .base import (
 )
 from .formats import source_files
 from .labels import labels_for
-from .registry import choose_precision
+from .registry import baked_ir, choose_precision
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -91,10 +91,10 @@ def model_source(
     Keras (`conversion_dir`)."""
     path = settings.model_file
     if path is None:
+        baked = baked_ir(settings)
+        if baked is not None:
+            return ModelSource(baked, "resnet50", source_files(baked))
         weights = resolve_weights(settings.weights)
-        if settings.precision == "int8":
-            ir = int8_ir_beside(weights)
-            return ModelSource(ir, "resnet50", source_files(ir))
         ir = converted_ir(
             "resnet50", (weights,), directory, lambda: resnet50_model(weights), caffe=True
         )
@@ -254,14 +254,32 @@ def converted_ir(
     if ir.is_file() and ir.with_suffix(".bin").is_file():
         log.info("OpenVINO IR of %s from the cache: %s", files[0], ir)
         return ir
-    model = convert_keras(keras_model(), caffe=caffe)
+    save_ir(convert_keras(keras_model(), caffe=caffe), ir)
+    return ir
+
+
+def convert(model_file: Path | None, weights: str, output: Path | None) -> Path:
+    """`modelserver convert`: the IR of a .keras file (beside it by default) or of the
+    built-in ResNet50's weights (where `registry.baked_ir` finds it), for OpenVINO to serve
+    without TensorFlow. The same graph as a conversion at start-up."""
+    if model_file is None:
+        source = resolve_weights(weights)
+        model, caffe, default = resnet50_model(source), True, converted_ir_beside(source)
+    else:
+        model, caffe, default = keras_model(model_file), False, model_file.with_suffix(".xml")
+    ir = output or default
+    save_ir(convert_keras(model, caffe=caffe), ir)
+    return ir
+
+
+def save_ir(model: ov.Model, ir: Path) -> None:
+    """Write an IR atomically: the .xml last, so an .xml found always has its .bin."""
     ir.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(dir=ir.parent)) / ir.name
     ov.save_model(model, str(partial), compress_to_fp16=False)
     partial.with_suffix(".bin").replace(ir.with_suffix(".bin"))
-    partial.replace(ir)  # last: an .xml in the cache always has its .bin
+    partial.replace(ir)
     partial.parent.rmdir()
-    return ir
 
 
 def convert_keras(model: Any, *, caffe: bool) -> ov.Model:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..weights import int8_ir_beside, weights_path
+from ..weights import converted_ir_beside, int8_ir_beside, weights_path
 from . import cpu
 from .base import Classifier, ModelLoadError
 from .formats import RUNTIMES, format_of, source_files
@@ -99,8 +100,41 @@ def check_settings(settings: Settings) -> tuple[str, str]:
                     f"MODEL_FILE={model_file}{where} cannot be opened by uid {os.getuid()}: "
                     f"{error.strerror}"
                 ) from None
+    if backend == "openvino" and needs_conversion(settings) and not installed("tensorflow"):
+        if model_file is None:
+            ir = converted_ir_beside(weights_path(settings.weights))
+            missing = f"the built-in ResNet50 has no OpenVINO IR at {ir} (beside MODEL_WEIGHTS)"
+            convert = "`modelserver convert --weights <weights>` writes it"
+        else:
+            missing = f"MODEL_FILE={model_file} must be converted for OpenVINO"
+            convert = f"serve the .xml that `modelserver convert {model_file.name}` writes"
+        raise ModelLoadError(
+            f"{missing}, and TensorFlow, which converts it, is not installed (the OpenVINO "
+            f"image has none): {convert} where TensorFlow is, or use the TensorFlow image"
+        )
     quantized = known_quantized(settings, backend)
     return backend, choose_precision(settings.precision, backend, quantized)
+
+
+def baked_ir(settings: Settings) -> Path | None:
+    """The IR OpenVINO serves the built-in ResNet50 from, where one lies beside MODEL_WEIGHTS
+    (`modelserver convert`, or `quantize` for int8, wrote it; the image bakes them): then
+    neither TensorFlow nor the weights file is needed."""
+    if settings.model_file is not None:
+        return None
+    weights = weights_path(settings.weights)
+    int8 = settings.precision == "int8"
+    ir = int8_ir_beside(weights) if int8 else converted_ir_beside(weights)
+    return ir if ir.is_file() else None
+
+
+def needs_conversion(settings: Settings) -> bool:
+    """Whether OpenVINO can serve the model only once TensorFlow has converted it: a .keras
+    file, or the built-in ResNet50 without its IR (int8 has no conversion: it needs the
+    quantized IR, see `choose_precision`)."""
+    if settings.model_file is not None:
+        return settings.model_file.suffix == ".keras"
+    return settings.precision != "int8" and baked_ir(settings) is None
 
 
 def known_quantized(settings: Settings, backend: str) -> bool | None:
