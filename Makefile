@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CLIENTS_VENV ?= .venv-clients
 PORT ?= 5000
 
-.PHONY: serve test system-deps lint crd chart images bench bench-operator bench-node install-server install-dev clean
+.PHONY: serve test test-unit system-deps lint crd chart images bench bench-operator bench-node install-server install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,8 +34,14 @@ serve: install-server
 system-deps:
 	scripts/system-deps.sh
 
+# Every tier: unit, emulator, plane, slow (model servers) and node (the real node; root).
 test: install-dev system-deps
 	$(BIN)/pytest
+
+# The fast tier alone, in under a minute: no model server, plane, emulator or node
+# (tests/conftest.py gives each test its tier from what it uses).
+test-unit: install-dev
+	$(BIN)/pytest -m unit
 
 lint: install-dev
 	$(BIN)/ruff check .

@@ -13,9 +13,12 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from fake_kube import FakeKube
 from kubeclassify_operator import builders
 from kubeclassify_operator.builders import Owner
 from kubeclassify_operator.crd import build_crd, render_crd
+from kubeclassify_operator.kube import CLASSIFIERS, DEPLOYMENTS, HPAS, SERVICES
+from kubeclassify_operator.reconcile import reconcile
 from kubeclassify_operator.spec import NAME_MAX_LENGTH, NAME_PATTERN, OWNED_ENV, parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -222,11 +225,34 @@ def test_minimal_example_is_three_lines_of_spec() -> None:
     assert len(spec_lines) == 3
 
 
-def test_gpu_example_autoscales_on_gpus() -> None:
+def test_gpu_example_gives_each_pod_a_gpu_and_scales_on_cpu() -> None:
+    """What the example's comment says, in the children a pass makes of it: a GPU per pod on
+    a GPU node, 1 to 4 replicas by CPU load (an HPA has no GPU metric without an adapter),
+    reachable from 10.0.0.0/8 only."""
     example = yaml.safe_load((REPO / "examples" / "autoscaling-gpu.yaml").read_text())
-    spec = parse_spec(example["spec"])
-    assert spec.autoscaling is not None
-    assert spec.resources.limits["nvidia.com/gpu"] == 1
+    name = example["metadata"]["name"]
+    kube = FakeKube()
+    kube.classifier(name, example["spec"])
+    body = kube.get(CLASSIFIERS, "default", name)
+    assert body is not None
+    reconcile(kube, body, lambda *_: None)
+
+    deployment, hpa, service = (
+        kube.get(kind, "default", name) for kind in (DEPLOYMENTS, HPAS, SERVICES)
+    )
+    assert deployment is not None and hpa is not None and service is not None
+    pod = deployment["spec"]["template"]["spec"]
+    resources = pod["containers"][0]["resources"]
+    assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
+        "tolerations"
+    ]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu"
+    assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
+    assert service["spec"]["loadBalancerSourceRanges"] == ["10.0.0.0/8"]
 
 
 def kustomized() -> list[dict[str, Any]]:
