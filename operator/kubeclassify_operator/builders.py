@@ -14,6 +14,21 @@ from urllib.parse import unquote
 from kubernetes.utils import parse_quantity
 
 from kubeclassify_operator.images import ServerImages, server_image
+from kubeclassify_operator.names import (
+    CONTAINER_NAME,
+    CONTAINER_PORT,
+    FETCH_LABELS,
+    FETCH_MODEL,
+    FETCH_WEIGHTS,
+    GRPC_PORT,
+    GRPC_PORT_NAME,
+    LAST_APPLIED,
+    MODEL_SOURCE_HASH,
+    PORT_NAME,
+    TEMPLATE_HASH,
+    common_labels,
+    selector_labels,
+)
 from kubeclassify_operator.spec import (
     GROUP,
     KIND,
@@ -25,30 +40,14 @@ from kubeclassify_operator.spec import (
     suffix_of,
 )
 
-APP_NAME = "kubeclassify"
-MANAGER = "kubeclassify-operator"
-COMPONENT = "modelserver"
-CONTAINER_NAME = "modelserver"
-CONTAINER_PORT = 5000
-PORT_NAME = "http"
-GRPC_PORT = 8081
-GRPC_PORT_NAME = "grpc"
-LAST_APPLIED = f"{GROUP}/last-applied"
-# Names the pod template a pod was made from, so the status can ignore an older template's pods.
-TEMPLATE_HASH = f"{GROUP}/template-hash"
-
 # A model from spec.modelSource: downloads land in an emptyDir, claims are mounted here.
 DOWNLOAD_VOLUME = "model"
 DOWNLOAD_DIR = "/models"
 PVC_ROOT = "/mnt/pvc"  # where `modelserver fetch` looks for pvc:// too (MODEL_PVC_ROOT)
-FETCH_MODEL, FETCH_WEIGHTS, FETCH_LABELS = "fetch-model", "fetch-weights", "fetch-labels"
-FETCH_CONTAINERS = (FETCH_MODEL, FETCH_WEIGHTS, FETCH_LABELS)
 # A streaming download needs little; the pod's request is the larger of this and the server's.
 FETCH_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}}
 # The file name a downloaded model takes: the server reads the format from the extension.
 _FORMAT_SUFFIX = {fmt: suffix for suffix, fmt in MODEL_FORMATS.items()}
-# Names the model source the pods were made for, so a changed source rolls them out.
-MODEL_SOURCE_HASH = f"{GROUP}/model-source-hash"
 
 # SIGTERM makes the server drain in-flight requests for up to ~30 s; leave headroom. The pod's
 # grace period is this after spec.shutdownDelaySeconds (the preStop sleep counts against it).
@@ -77,24 +76,6 @@ class Owner:
     def from_body(cls, body: dict[str, Any]) -> "Owner":
         meta = body["metadata"]
         return cls(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", ""))
-
-
-def selector_labels(name: str) -> dict[str, str]:
-    """The immutable Deployment selector: the smallest set that identifies one instance."""
-    return {"app.kubernetes.io/name": APP_NAME, "app.kubernetes.io/instance": name}
-
-
-def selector_string(name: str) -> str:
-    """The selector in the `a=b,c=d` form the scale subresource and HPAs expect."""
-    return ",".join(f"{key}={value}" for key, value in sorted(selector_labels(name).items()))
-
-
-def common_labels(name: str) -> dict[str, str]:
-    return {
-        **selector_labels(name),
-        "app.kubernetes.io/component": COMPONENT,
-        "app.kubernetes.io/managed-by": MANAGER,
-    }
 
 
 def owner_reference(owner: Owner) -> dict[str, Any]:
@@ -323,6 +304,12 @@ def pod_parts(spec: ImageClassifierSpec) -> PodPart:
 def server_env(spec: ImageClassifierSpec) -> list[dict[str, Any]]:
     """The model server's environment: the operator's variables, then the user's."""
     return list(pod_parts(spec).env)
+
+
+def user_env_start(spec: ImageClassifierSpec) -> int:
+    """The index of spec.env[0] in the server's environment: the operator's come first, and
+    how many there are depends on the spec."""
+    return len(pod_parts(spec).env) - len(spec.env)
 
 
 def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:

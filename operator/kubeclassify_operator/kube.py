@@ -24,10 +24,16 @@ REQUEST_TIMEOUT = (5.0, 30.0)
 
 @dataclass(frozen=True)
 class Kind:
-    """Where a namespaced resource lives in the API."""
+    """Where a namespaced resource lives in the API (and what kopf and RBAC rules call it)."""
 
-    prefix: str  # "/api/v1" or "/apis/<group>/<version>"
+    group: str  # "" for the core API
+    version: str
     plural: str
+
+    @property
+    def prefix(self) -> str:
+        """/api/v1 for the core API, else /apis/<group>/<version>."""
+        return f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
 
     def path(self, namespace: str, name: str | None = None, sub: str | None = None) -> str:
         path = f"{self.prefix}/namespaces/{namespace}/{self.plural}"
@@ -38,12 +44,12 @@ class Kind:
         return path
 
 
-DEPLOYMENTS = Kind("/apis/apps/v1", "deployments")
-SERVICES = Kind("/api/v1", "services")
-HPAS = Kind("/apis/autoscaling/v2", "horizontalpodautoscalers")
-PODS = Kind("/api/v1", "pods")
-EVENTS = Kind("/api/v1", "events")
-CLASSIFIERS = Kind(f"/apis/{GROUP}/{VERSION}", PLURAL)
+DEPLOYMENTS = Kind("apps", "v1", "deployments")
+SERVICES = Kind("", "v1", "services")
+HPAS = Kind("autoscaling", "v2", "horizontalpodautoscalers")
+PODS = Kind("", "v1", "pods")
+EVENTS = Kind("", "v1", "events")
+CLASSIFIERS = Kind(GROUP, VERSION, PLURAL)
 
 
 def load_config(retries: int | None = None) -> ApiClient:

@@ -16,8 +16,10 @@ from kubernetes.client.exceptions import ApiException
 
 from kubeclassify_operator import builders, rejections, status
 from kubeclassify_operator.builders import Owner
+from kubeclassify_operator.children import CHILDREN, DEPLOYMENT, ChildKind, Object, controlled_by
 from kubeclassify_operator.images import ServerImages, configured
-from kubeclassify_operator.kube import CLASSIFIERS, DEPLOYMENTS, HPAS, PODS, SERVICES, Kind, Kube
+from kubeclassify_operator.kube import CLASSIFIERS, PODS, Kube
+from kubeclassify_operator.names import EventReason, Reason, selector_labels
 from kubeclassify_operator.spec import ImageClassifierSpec, InvalidSpec, check_name, parse_spec
 
 EventPoster = Callable[[str, str, str], None]
@@ -25,15 +27,15 @@ EventPoster = Callable[[str, str, str], None]
 
 # Failures worth a Warning event when Ready turns False for them.
 _WARNING_REASONS = {
-    "InvalidSpec",
-    "CrashLoopBackOff",
-    "ImagePullBackOff",
-    "OOMKilled",
-    "ProgressDeadlineExceeded",
-    "Unschedulable",
-    status.MODEL_DOWNLOAD_FAILED,
-    status.MODEL_LOAD_FAILED,
-    status.CHILD_CONFLICT,
+    Reason.INVALID_SPEC,
+    Reason.CRASH_LOOP_BACK_OFF,
+    Reason.IMAGE_PULL_BACK_OFF,
+    Reason.OOM_KILLED,
+    Reason.PROGRESS_DEADLINE_EXCEEDED,
+    Reason.UNSCHEDULABLE,
+    Reason.MODEL_DOWNLOAD_FAILED,
+    Reason.MODEL_LOAD_FAILED,
+    Reason.CHILD_CONFLICT,
 }
 
 
@@ -52,7 +54,8 @@ def reconcile(
 
     `images`: the server images to choose from; None: those the operator was started with.
     `hpa_may_exist`: False when the caller knows there is no HorizontalPodAutoscaler of this
-    classifier (its watch saw none): with autoscaling off, the pass then does not look.
+    classifier (its watch saw none): an optional child the spec does not want (the HPA, with
+    autoscaling off) is then not looked for.
     """
     owner = Owner.from_body(body)
     previous: dict[str, Any] = dict(body.get("status") or {})
@@ -61,7 +64,7 @@ def reconcile(
     try:
         check_name(owner.name)  # before any child: a name one child refuses leaves half
         spec = parse_spec(dict(body.get("spec") or {}))
-        deployment, service, hpa, created = _apply_children(
+        children, created = _apply_children(
             kube, owner, spec, post, hpa_may_exist, images or configured()
         )
     except InvalidSpec as exc:
@@ -70,13 +73,11 @@ def reconcile(
         )
     else:
         observed = status.Observed(
-            deployment=deployment,
-            service=service,
+            children,
             # A Deployment made just now has no pods yet: their events start the next pass.
             pods=[]
-            if created
-            else kube.list(PODS, owner.namespace, builders.selector_labels(owner.name)),
-            hpa=hpa if spec.autoscaling else None,
+            if DEPLOYMENT.kind in created
+            else kube.list(PODS, owner.namespace, selector_labels(owner.name)),
         )
         new = status.compute_status(
             name=owner.name,
@@ -93,13 +94,10 @@ def reconcile(
         # write that fails and is retried may announce twice, never zero times).
         _announce_readiness(status.ready_condition(previous), status.ready_condition(new), post)
         if news:
-            post("Warning", "ReplicasIgnored", news)
+            post("Warning", EventReason.REPLICAS_IGNORED, news)
         patch = builders.merge_patch(previous, new)
         kube.patch(CLASSIFIERS, owner.namespace, owner.name, {"status": patch}, sub="status")
     return new
-
-
-Child = dict[str, Any] | None
 
 
 def _apply_children(
@@ -109,62 +107,66 @@ def _apply_children(
     post: EventPoster,
     hpa_may_exist: bool,
     images: ServerImages,
-) -> tuple[Child, Child, Child, bool]:
+) -> tuple[dict[str, Object], set[str]]:
     """Create-or-patch each child this classifier controls; a same-name stranger is skipped.
 
-    Returns the Deployment, Service and HPA as they now stand, for the status to read, and
-    whether the Deployment was created by this pass."""
-    current = kube.get(DEPLOYMENTS, owner.namespace, owner.name)
-    created = current is None
-    replicas = current.get("spec", {}).get("replicas") if current else None
-    built = builders.build_deployment(owner, spec, replicas, images)
-    desired = builders.keep_template_hash(built, current)
-    deployment = _apply(kube, DEPLOYMENTS, desired, current, owner, post)
-    current = kube.get(SERVICES, owner.namespace, owner.name)
-    service = _apply(kube, SERVICES, builders.build_service(owner, spec), current, owner, post)
-    desired_hpa = builders.build_hpa(owner, spec)
-    look = desired_hpa is not None or hpa_may_exist
-    hpa = current = kube.get(HPAS, owner.namespace, owner.name) if look else None
-    deployment_ours = deployment is not None and status.controlled_by(deployment, owner.uid)
-    if desired_hpa is not None and deployment_ours:  # never autoscale someone else's Deployment
-        hpa = _apply(kube, HPAS, desired_hpa, current, owner, post)
-    elif desired_hpa is None and current is not None and status.controlled_by(current, owner.uid):
-        kube.delete(HPAS, owner.namespace, owner.name)
-        post("Normal", "Deleted", f"Deleted HorizontalPodAutoscaler {owner.name} (autoscaling off)")
-        hpa = None
-    return deployment, service, hpa, created
+    Returns the children the spec wants as they now stand, by kind, for the status to read
+    (a stranger's included), and the kinds this pass created."""
+    children: dict[str, Object] = {}
+    created: set[str] = set()
+    for child in CHILDREN:
+        wanted = child.optional is None or child.optional[0](spec)
+        if not (wanted or hpa_may_exist):
+            continue
+        current = kube.get(child.api, owner.namespace, owner.name)
+        desired = child.build(owner, spec, current, images) if wanted else None
+        if desired is None:
+            if child.optional and current is not None and controlled_by(current, owner.uid):
+                kube.delete(child.api, owner.namespace, owner.name)
+                note = child.optional[1]
+                post("Normal", EventReason.DELETED, f"Deleted {child.kind} {owner.name} ({note})")
+            continue
+        target = children.get(child.acts_on) if child.acts_on else None
+        if child.acts_on and not (target is not None and controlled_by(target, owner.uid)):
+            children[child.kind] = current  # never act on someone else's child
+            continue
+        children[child.kind] = _apply(kube, child, spec, desired, current, owner, post)
+        if current is None:
+            created.add(child.kind)
+    return children, created
 
 
 def _apply(
     kube: Kube,
-    kind: Kind,
+    child: ChildKind,
+    spec: ImageClassifierSpec,
     desired: dict[str, Any],
-    current: Child,
+    current: Object,
     owner: Owner,
     post: EventPoster,
-) -> Child:
+) -> Object:
     """Create the child if missing, patch it if it drifted, leave it alone otherwise; the
     child as it now stands.
 
     A `current` that is not this classifier's child is returned as found, with no write.
     A 409 on create (someone created it meanwhile) propagates: the retried pass re-reads it.
     """
-    if current is not None and not status.controlled_by(current, owner.uid):
+    if current is not None and not controlled_by(current, owner.uid):
         return current
     desired = builders.with_last_applied(desired)
     meta = desired["metadata"]
-    what = f"{desired['kind']} {meta['name']}"
+    what = f"{child.kind} {meta['name']}"
     try:
         if current is None:
-            current = kube.create(kind, meta["namespace"], desired)
-            post("Normal", "Created", f"Created {what}")
+            current = kube.create(child.api, meta["namespace"], desired)
+            post("Normal", EventReason.CREATED, f"Created {what}")
         elif not builders.is_subset(desired, current):
             patch = builders.merge_patch(builders.last_applied(current), desired)
-            current = kube.patch(kind, meta["namespace"], meta["name"], patch)
-            post("Normal", "Updated", f"Updated {what} to match the spec")
+            current = kube.patch(child.api, meta["namespace"], meta["name"], patch)
+            post("Normal", EventReason.UPDATED, f"Updated {what} to match the spec")
     except ApiException as exc:
         if exc.status in (400, 422):  # e.g. an affinity the API server refuses
-            reason = rejections.describe_rejection(desired["kind"], meta["name"], exc.body)
+            reason = rejections.describe_rejection(child.kind, meta["name"], exc.body, spec)
             raise InvalidSpec(reason) from exc
         raise
     return current
@@ -180,7 +182,7 @@ def _announce_readiness(
     if unchanged and before and before.get("reason") == after["reason"]:
         return
     if after["status"] == "True":
-        post("Normal", "Ready", after["message"])
+        post("Normal", EventReason.READY, after["message"])
     elif after["reason"] in _WARNING_REASONS:
         post("Warning", after["reason"], after["message"])
     else:

@@ -8,54 +8,32 @@ wrote: each is translated back to the classifier's field where the builders put 
 import json
 from typing import Any
 
-# Where the builders put each spec field in a child, by child kind: child path -> spec path.
-SPEC_FIELDS = {
-    "Deployment": {
-        "metadata.name": "metadata.name",
-        "spec.replicas": "spec.replicas",
-        "spec.template.metadata.annotations": "spec.podAnnotations",
-        "spec.template.metadata.labels": "spec.podLabels",
-        "spec.template.spec.containers[0].env": "spec.env",
-        "spec.template.spec.containers[0].image": "spec.image",
-        "spec.template.spec.containers[0].imagePullPolicy": "spec.imagePullPolicy",
-        "spec.template.spec.containers[0].resources": "spec.resources",
-        "spec.template.spec.affinity": "spec.affinity",
-        "spec.template.spec.imagePullSecrets": "spec.imagePullSecrets",
-        "spec.template.spec.nodeSelector": "spec.nodeSelector",
-        "spec.template.spec.tolerations": "spec.tolerations",
-    },
-    "Service": {
-        "metadata.name": "metadata.name",
-        "metadata.annotations": "spec.service.annotations",
-        "spec.loadBalancerSourceRanges": "spec.service.loadBalancerSourceRanges",
-        "spec.ports[0].port": "spec.service.port",
-        "spec.type": "spec.service.type",
-    },
-    "HorizontalPodAutoscaler": {
-        "metadata.name": "metadata.name",
-        "spec.minReplicas": "spec.autoscaling.minReplicas",
-        "spec.maxReplicas": "spec.autoscaling.maxReplicas",
-        "spec.metrics": "spec.autoscaling.targetCPUUtilizationPercentage",
-    },
-}
+from kubeclassify_operator.children import BY_KIND
+from kubeclassify_operator.spec import ImageClassifierSpec
+
 # A body that is not a Status is quoted up to this many characters.
 MAX_RAW = 300
 
 
-def spec_field(kind: str, child_field: str) -> str | None:
-    """The classifier field that became `child_field` of a child of this kind, if any."""
-    for prefix, field in SPEC_FIELDS.get(kind, {}).items():
+def spec_field(kind: str, child_field: str, spec: ImageClassifierSpec) -> str | None:
+    """The classifier field that became `child_field` of this spec's child of this kind, if
+    any (see `children.ChildKind.spec_fields`)."""
+    child = BY_KIND.get(kind)
+    for prefix, field in (child.spec_fields(spec) if child else {}).items():
         if child_field == prefix or child_field.startswith((f"{prefix}.", f"{prefix}[")):
             return field + child_field[len(prefix) :]
     return None
 
 
-def describe_rejection(kind: str, name: str, body: str | bytes | None) -> str:
-    """`the API server rejected the Service a.b: metadata.name: Invalid value: ...`."""
+def describe_rejection(
+    kind: str, name: str, body: str | bytes | None, spec: ImageClassifierSpec
+) -> str:
+    """`the API server rejected the Service a.b: metadata.name: Invalid value: ...`, for a
+    child built from `spec`."""
     status = _status(body)
     reasons: list[str] = []
     for cause in (status.get("details") or {}).get("causes") or []:
-        reason = _cause(kind, cause) if isinstance(cause, dict) else None
+        reason = _cause(kind, cause, spec) if isinstance(cause, dict) else None
         if reason and reason not in reasons:
             reasons.append(reason)
     if not reasons:
@@ -64,13 +42,13 @@ def describe_rejection(kind: str, name: str, body: str | bytes | None) -> str:
     return f"the API server rejected the {kind} {name}: {'; '.join(reasons)}"
 
 
-def _cause(kind: str, cause: dict[str, Any]) -> str | None:
+def _cause(kind: str, cause: dict[str, Any], spec: ImageClassifierSpec) -> str | None:
     """`spec.resources.requests[cpu]: Invalid value: "-1": must be ... (Deployment field ...)`."""
     message = " ".join(str(cause.get("message") or cause.get("reason") or "").split())
     child_field = cause.get("field")
     if not child_field:
         return message or None
-    field = spec_field(kind, child_field)
+    field = spec_field(kind, child_field, spec)
     if field is None:
         return f"{kind} field {child_field}: {message}"
     if field == child_field:

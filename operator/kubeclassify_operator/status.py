@@ -4,45 +4,55 @@ The models here also generate the status part of the CRD schema.
 """
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from kubeclassify_operator.builders import (
+from kubeclassify_operator.children import (
+    CHILDREN,
+    DEPLOYMENT,
+    SERVICE,
+    ChildKind,
+    Object,
+    Verdict,
+    controlled_by,
+    endpoint_of,
+)
+from kubeclassify_operator.names import (
     CONTAINER_NAME,
     FETCH_CONTAINERS,
     FETCH_MODEL,
     GRPC_PORT_NAME,
     TEMPLATE_HASH,
+    ConditionType,
+    Reason,
     selector_string,
 )
 from kubeclassify_operator.spec import ImageClassifierSpec, redacted
 
-READY = "Ready"
-DEPLOYMENT_AVAILABLE = "DeploymentAvailable"
-SERVICE_READY = "ServiceReady"
-CONDITION_TYPES = (READY, DEPLOYMENT_AVAILABLE, SERVICE_READY)
-CHILD_CONFLICT = "ChildConflict"
-ROLLING_OUT = "RollingOut"
+READY = ConditionType.READY
+# Ready, then each child's condition in the registry's order.
+CONDITION_TYPES = (READY, *(child.condition[0] for child in CHILDREN if child.condition))
 
-MODEL_DOWNLOAD_FAILED = "ModelDownloadFailed"
-MODEL_LOAD_FAILED = "ModelLoadFailed"
 # What the model server logs, last, when it cannot load its model and stops.
 LOAD_FAILURE_MARK = "cannot serve: "
 MESSAGE_LIMIT = 512
 IMAGENET_CLASSES = 1000
+# The most telling first: OOM explains a crash loop better than the loop itself does; so does
+# a model that failed to download or load.
 _PROBLEM_ORDER = (
-    "OOMKilled",
-    "ImagePullBackOff",
-    MODEL_DOWNLOAD_FAILED,
-    MODEL_LOAD_FAILED,
-    "CrashLoopBackOff",
-    "Unschedulable",
+    Reason.OOM_KILLED,
+    Reason.IMAGE_PULL_BACK_OFF,
+    Reason.MODEL_DOWNLOAD_FAILED,
+    Reason.MODEL_LOAD_FAILED,
+    Reason.CRASH_LOOP_BACK_OFF,
+    Reason.UNSCHEDULABLE,
 )
 
-# Waiting reasons of a container that mean "this will not fix itself soon".
+# The kubelet's waiting reasons of a container that mean "this will not fix itself soon".
 _IMAGE_PULL_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName"}
 
 
@@ -127,41 +137,28 @@ class ImageClassifierStatus(_Model):
 
 @dataclass(frozen=True)
 class Observed:
-    """The children as last read from the API (None when a child does not exist).
+    """The children as last read from the API, by kind (None, or no entry: there is none),
+    and the pods of the classifier.
 
-    `hpa` is only read when the spec asks for autoscaling (None otherwise).
-    """
+    A pass leaves out a child the spec does not want (an HPA with autoscaling off)."""
 
-    deployment: dict[str, Any] | None
-    service: dict[str, Any] | None
+    children: Mapping[str, Object] = field(default_factory=dict)
     pods: list[dict[str, Any]] = field(default_factory=list)
-    hpa: dict[str, Any] | None = None
+
+    def __getitem__(self, child: ChildKind) -> Object:
+        return self.children.get(child.kind)
 
     def foreign(self, uid: str) -> list[dict[str, Any]]:
         """The children that exist but are not controlled by the classifier with this uid."""
-        children = (self.deployment, self.service, self.hpa)
-        return [c for c in children if c is not None and not controlled_by(c, uid)]
+        return [c for c in self.children.values() if c is not None and not controlled_by(c, uid)]
 
     def own(self, uid: str) -> "Observed":
         """Only what this classifier controls: a same-name stranger is not its child."""
-        mine = [
-            c if c is None or controlled_by(c, uid) else None
-            for c in (self.deployment, self.service, self.hpa)
-        ]
-        return Observed(mine[0], mine[1], self.pods, mine[2])
-
-
-@dataclass(frozen=True)
-class Verdict:
-    status: Literal["True", "False", "Unknown"]
-    reason: str
-    message: str
-
-
-def controlled_by(child: dict[str, Any], uid: str) -> bool:
-    """Whether the child's controller ownerReference points to the object with this uid."""
-    refs = child.get("metadata", {}).get("ownerReferences") or []
-    return any(ref.get("controller") and ref.get("uid") == uid for ref in refs)
+        mine = {
+            kind: c if c is None or controlled_by(c, uid) else None
+            for kind, c in self.children.items()
+        }
+        return Observed(mine, self.pods)
 
 
 def conflict_verdict(foreign: list[dict[str, Any]]) -> Verdict | None:
@@ -171,7 +168,7 @@ def conflict_verdict(foreign: list[dict[str, Any]]) -> Verdict | None:
     names = ", ".join(f"{c.get('kind', 'object')} {c['metadata']['name']}" for c in foreign)
     return Verdict(
         "False",
-        CHILD_CONFLICT,
+        Reason.CHILD_CONFLICT,
         f"{names} already exists and is not owned by this ImageClassifier; the operator leaves"
         " it alone: delete or rename it, or rename the ImageClassifier",
     )
@@ -290,24 +287,26 @@ def _clean(text: str) -> str:
 
 def pod_problem(pods: list[dict[str, Any]]) -> Verdict | None:
     """The most telling reason why the instance's pods cannot become ready, if any."""
-    found: dict[str, str] = {}
+    found: dict[Reason, str] = {}
     for pod in pods:
         name = pod.get("metadata", {}).get("name", "?")
         for cond in pod.get("status", {}).get("conditions", []):
             if cond.get("type") == "PodScheduled" and cond.get("reason") == "Unschedulable":
-                found.setdefault("Unschedulable", f"pod {name}: {cond.get('message', '')}".strip())
+                found.setdefault(
+                    Reason.UNSCHEDULABLE, f"pod {name}: {cond.get('message', '')}".strip()
+                )
         for cstat in _fetch_statuses(pod):
             failure = _failed_download(cstat)
             if failure:
                 found.setdefault(
-                    MODEL_DOWNLOAD_FAILED, f"pod {name}: {cstat['name']} failed: {failure}"
+                    Reason.MODEL_DOWNLOAD_FAILED, f"pod {name}: {cstat['name']} failed: {failure}"
                 )
         for cstat in _server_statuses(pod) + _fetch_statuses(pod):
             waiting = cstat.get("state", {}).get("waiting", {})
             if cstat.get("name") == CONTAINER_NAME and _oom_killed(pod, cstat):
                 limit = _memory_limit(pod)
                 found.setdefault(
-                    "OOMKilled",
+                    Reason.OOM_KILLED,
                     f"pod {name}: the model server ran out of memory"
                     + (f" at its limit of {limit}" if limit else "")
                     + ": raise spec.resources.limits.memory",
@@ -315,16 +314,15 @@ def pod_problem(pods: list[dict[str, Any]]) -> Verdict | None:
             load_failure = cstat.get("name") == CONTAINER_NAME and _load_failure(cstat)
             if load_failure:
                 found.setdefault(
-                    MODEL_LOAD_FAILED, f"pod {name}: the model server cannot serve: {load_failure}"
+                    Reason.MODEL_LOAD_FAILED,
+                    f"pod {name}: the model server cannot serve: {load_failure}",
                 )
             reason = waiting.get("reason")
             detail = f"pod {name}: {waiting.get('message', reason)}"
             if reason in _IMAGE_PULL_REASONS:
-                found.setdefault("ImagePullBackOff", detail)
-            elif reason == "CrashLoopBackOff" and cstat.get("name") == CONTAINER_NAME:
-                found.setdefault("CrashLoopBackOff", detail)
-    # OOM explains a crash loop better than the loop itself does; so does a model that failed
-    # to download or load.
+                found.setdefault(Reason.IMAGE_PULL_BACK_OFF, detail)
+            elif reason == Reason.CRASH_LOOP_BACK_OFF and cstat.get("name") == CONTAINER_NAME:
+                found.setdefault(Reason.CRASH_LOOP_BACK_OFF, detail)
     for reason in _PROBLEM_ORDER:
         if reason in found:
             return Verdict("False", reason, found[reason])
@@ -353,19 +351,6 @@ def desired_replicas(deployment: dict[str, Any]) -> int:
     return int(deployment.get("spec", {}).get("replicas", 1))
 
 
-def deployment_verdict(deployment: dict[str, Any] | None) -> Verdict:
-    if deployment is None:
-        return Verdict("False", "DeploymentMissing", "the Deployment does not exist yet")
-    for cond in deployment.get("status", {}).get("conditions", []):
-        if cond.get("type") == "Available":
-            return Verdict(
-                "True" if cond.get("status") == "True" else "False",
-                cond.get("reason") or "Unknown",
-                cond.get("message", ""),
-            )
-    return Verdict("Unknown", "Pending", "the Deployment has not reported availability yet")
-
-
 def rollout_verdict(deployment: dict[str, Any], older_pods: bool) -> Verdict | None:
     """Why the Deployment has not finished rolling out its spec, or None if it has.
 
@@ -380,62 +365,34 @@ def rollout_verdict(deployment: dict[str, Any], older_pods: bool) -> Verdict | N
         return None
     generation = int(deployment.get("metadata", {}).get("generation", observed))
     if older_pods and generation > int(observed):
-        return Verdict("False", ROLLING_OUT, "the Deployment controller has not seen the spec yet")
+        return Verdict(
+            "False", Reason.ROLLING_OUT, "the Deployment controller has not seen the spec yet"
+        )
     for cond in status.get("conditions", []):
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
             message = cond.get("message") or "the rollout made no progress in time"
-            return Verdict("False", "ProgressDeadlineExceeded", message)
+            return Verdict("False", Reason.PROGRESS_DEADLINE_EXCEEDED, message)
     updated = int(status.get("updatedReplicas", 0))
     old = int(status.get("replicas", 0)) - updated
     if old > 0:
         return Verdict(
             "False",
-            ROLLING_OUT,
+            Reason.ROLLING_OUT,
             f"{updated}/{desired_replicas(deployment)} pods run the current spec,"
             f" {old} of an older one remain",
         )
     return None
 
 
-def endpoint_of(service: dict[str, Any] | None, port_name: str | None = None) -> str | None:
-    """Where clients reach the classifier: the LB address, else the in-cluster DNS name, with
-    the Service port named `port_name` (by default the first; None if there is no such port)."""
-    if service is None:
-        return None
-    meta = service["metadata"]
-    spec = service.get("spec", {})
-    ports = [
-        p for p in spec.get("ports") or [{}] if port_name is None or p.get("name") == port_name
-    ]
-    if not ports:
-        return None
-    port = ports[0].get("port", 80)
-    if spec.get("type") == "LoadBalancer":
-        for ingress in service.get("status", {}).get("loadBalancer", {}).get("ingress", []):
-            host = ingress.get("ip") or ingress.get("hostname")
-            if host:
-                return f"{host}:{port}"
-        return None
-    return f"{meta['name']}.{meta['namespace']}.svc.cluster.local:{port}"
-
-
-def service_verdict(service: dict[str, Any] | None) -> Verdict:
-    if service is None:
-        return Verdict("False", "ServiceMissing", "the Service does not exist yet")
-    if endpoint_of(service) is None:
-        return Verdict("False", "LoadBalancerPending", "waiting for the load balancer's address")
-    return Verdict("True", "EndpointAssigned", f"reachable at {endpoint_of(service)}")
-
-
 def ready_verdict(observed: Observed) -> Verdict:
     """Ready when clients can call it: every desired replica of the current spec is ready and
     the Service has an address; otherwise the real reason. Past restarts are noted."""
-    deployment = observed.deployment
+    deployment = observed[DEPLOYMENT]
     if deployment is None:
-        return Verdict("False", "DeploymentMissing", "the Deployment does not exist yet")
+        return Verdict("False", Reason.DEPLOYMENT_MISSING, "the Deployment does not exist yet")
     pods = current_pods(deployment, observed.pods)
     live = [pod for pod in observed.pods if not pod.get("metadata", {}).get("deletionTimestamp")]
-    verdict = _readiness(deployment, observed.service, pods, older_pods=len(live) > len(pods))
+    verdict = _readiness(deployment, observed[SERVICE], pods, older_pods=len(live) > len(pods))
     return with_note(verdict, restart_note(pods))
 
 
@@ -451,23 +408,23 @@ def _readiness(
     desired = desired_replicas(deployment)
     ready = int(deployment.get("status", {}).get("readyReplicas", 0))
     if desired == 0:
-        return Verdict("False", "ScaledToZero", "replicas is 0: nothing serves requests")
+        return Verdict("False", Reason.SCALED_TO_ZERO, "replicas is 0: nothing serves requests")
     rollout = rollout_verdict(deployment, older_pods)
-    if rollout is not None and rollout.reason != ROLLING_OUT:
+    if rollout is not None and rollout.reason != Reason.ROLLING_OUT:
         return rollout  # stuck: says more than a count of ready replicas
     if ready < desired:
-        return Verdict("False", "ReplicasNotReady", f"{ready}/{desired} replicas are ready")
+        return Verdict("False", Reason.REPLICAS_NOT_READY, f"{ready}/{desired} replicas are ready")
     if rollout is not None:
         return rollout  # the ready replicas include pods of an older spec
     if service is None:
-        return Verdict("False", "ServiceMissing", "the Service does not exist yet")
+        return Verdict("False", Reason.SERVICE_MISSING, "the Service does not exist yet")
     if endpoint_of(service) is None:
         return Verdict(
             "False",
-            "LoadBalancerPending",
+            Reason.LOAD_BALANCER_PENDING,
             f"{ready}/{desired} replicas are ready; waiting for the load balancer's address",
         )
-    return Verdict("True", "AllReplicasReady", f"{ready}/{desired} replicas are ready")
+    return Verdict("True", Reason.ALL_REPLICAS_READY, f"{ready}/{desired} replicas are ready")
 
 
 def with_note(verdict: Verdict, note: str | None) -> Verdict:
@@ -539,19 +496,19 @@ def compute_status(
     """
     conflict = conflict_verdict(observed.foreign(uid))
     mine = observed.own(uid)
-    deployment = mine.deployment
+    deployment, service = mine[DEPLOYMENT], mine[SERVICE]
     desired = desired_replicas(deployment) if deployment else None
     ready = int(deployment.get("status", {}).get("readyReplicas", 0)) if deployment else 0
-    endpoint = endpoint_of(mine.service)
-    verdicts = {
-        READY: with_note(conflict or ready_verdict(mine), replicas_notice(spec)),
-        DEPLOYMENT_AVAILABLE: deployment_verdict(deployment),
-        SERVICE_READY: service_verdict(mine.service),
+    endpoint = endpoint_of(service)
+    verdicts: dict[str, Verdict] = {
+        READY: with_note(conflict or ready_verdict(mine), replicas_notice(spec))
     }
-    if conflict is not None and mine.deployment is not observed.deployment:
-        verdicts[DEPLOYMENT_AVAILABLE] = conflict
-    if conflict is not None and mine.service is not observed.service:
-        verdicts[SERVICE_READY] = conflict
+    for child in CHILDREN:
+        if child.condition is not None:
+            type_, judge = child.condition
+            # A stranger in this child's place: the condition names it, not what it says.
+            stranger = mine[child] is not observed[child]
+            verdicts[type_] = conflict if conflict is not None and stranger else judge(mine[child])
     status = ImageClassifierStatus(
         observed_generation=generation,
         replicas=desired if desired is not None else spec.replicas,
@@ -560,7 +517,7 @@ def compute_status(
         selector=selector_string(name),
         endpoint=endpoint,
         url=f"http://{endpoint}/predict" if endpoint else None,
-        grpc_endpoint=endpoint_of(mine.service, GRPC_PORT_NAME) if spec.server.grpc else None,
+        grpc_endpoint=endpoint_of(service, GRPC_PORT_NAME) if spec.server.grpc else None,
         model=model_status(spec, current_pods(deployment, mine.pods) if deployment else []),
     )
     result = status.model_dump(by_alias=True, exclude_none=True, exclude={"conditions"})
@@ -607,7 +564,7 @@ def invalid_status(
     conditions = {c.get("type"): c for c in previous.get("conditions", [])}
     ready = merge_conditions(
         previous.get("conditions", []),
-        {READY: Verdict("False", "InvalidSpec", message)},
+        {READY: Verdict("False", Reason.INVALID_SPEC, message)},
         generation=generation,
         now=now,
     )
@@ -622,4 +579,4 @@ def ready_condition(status: dict[str, Any]) -> dict[str, Any] | None:
 def in_conflict(status: dict[str, Any]) -> bool:
     """Whether Ready is False because a same-name stranger blocks a child."""
     ready = ready_condition(status)
-    return ready is not None and ready.get("reason") == CHILD_CONFLICT
+    return ready is not None and ready.get("reason") == Reason.CHILD_CONFLICT

@@ -29,8 +29,8 @@ from typing import Any
 import pytest
 import requests
 from control_plane import OPERATOR_NAMESPACE, REPO_ROOT
-from kubeclassify_operator.builders import TEMPLATE_HASH
 from kubeclassify_operator.cli import LEASE_NAME
+from kubeclassify_operator.names import TEMPLATE_HASH
 from node import NODE_NAME, NodeCluster, wait_for
 
 DOG = (REPO_ROOT / "examples" / "images" / "dog.jpg").read_bytes()

@@ -6,6 +6,7 @@ import kubernetes_validate
 import pytest
 from kubeclassify_operator import builders
 from kubeclassify_operator.builders import Owner
+from kubeclassify_operator.names import LAST_APPLIED, TEMPLATE_HASH, selector_labels
 from kubeclassify_operator.spec import OWNED_ENV, ImageClassifierSpec
 
 OWNER = Owner(name="cats", namespace="ml", uid="0b7c3f9e-1111-2222-3333-444455556666")
@@ -106,7 +107,7 @@ def test_deployment_runs_the_server_safely() -> None:
     deployment = builders.build_deployment(OWNER, spec)
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    assert deployment["spec"]["selector"]["matchLabels"] == builders.selector_labels("cats")
+    assert deployment["spec"]["selector"]["matchLabels"] == selector_labels("cats")
     assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert container["image"] == "ghcr.io/kubeclassify/modelserver:0.1.0"
     assert container["ports"] == [
@@ -282,7 +283,7 @@ def test_partial_resources_reach_the_container_merged() -> None:
 def test_pod_annotations_merge_over_prometheus_defaults_and_labels_cannot_hijack() -> None:
     spec = ImageClassifierSpec.model_validate(SPECS["everything"])
     template = builders.build_deployment(OWNER, spec)["spec"]["template"]["metadata"]
-    assert template["annotations"].pop(builders.TEMPLATE_HASH)  # see test_status.py
+    assert template["annotations"].pop(TEMPLATE_HASH)  # see test_status.py
     assert template["annotations"] == {
         "prometheus.io/scrape": "false",
         "prometheus.io/port": "5000",
@@ -339,7 +340,7 @@ def test_service(service: dict[str, Any], type_: str, port: int, extra: dict[str
     spec = ImageClassifierSpec.model_validate({"service": service})
     built = builders.build_service(OWNER, spec)["spec"]
     assert built["type"] == type_
-    assert built["selector"] == builders.selector_labels("cats")
+    assert built["selector"] == selector_labels("cats")
     assert built["ports"][0] == {
         "name": "http",
         "port": port,
@@ -407,4 +408,4 @@ def test_last_applied_round_trips() -> None:
     recorded = builders.with_last_applied(desired)
     assert builders.last_applied(recorded) == desired
     assert builders.is_subset(desired, recorded)
-    assert builders.last_applied({"metadata": {"annotations": {builders.LAST_APPLIED: "{"}}}) == {}
+    assert builders.last_applied({"metadata": {"annotations": {LAST_APPLIED: "{"}}}) == {}

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from kubeclassify_operator import builders
 from kubeclassify_operator.builders import Owner
+from kubeclassify_operator.names import CONTAINER_NAME
 from kubeclassify_operator.spec import parse_spec
 from kubeclassify_operator.status import Observed, compute_status, pod_problem
 from s3_server import S3Server, running_s3_server
@@ -89,8 +90,10 @@ def status_after(deployment: dict[str, Any], init_statuses: list[dict[str, Any]]
         "status": {"initContainerStatuses": init_statuses},
     }
     observed = Observed(
-        {**deployment, "status": {"readyReplicas": 0}},
-        builders.build_service(OWNER, spec),
+        {
+            "Deployment": {**deployment, "status": {"readyReplicas": 0}},
+            "Service": builders.build_service(OWNER, spec),
+        },
         [pod],
     )
     return compute_status(
@@ -178,7 +181,7 @@ def test_a_model_the_server_cannot_load_is_model_load_failed(tmp_path: Path) -> 
     assert done.returncode != 0
     tail = "\n".join(output.splitlines()[-80:])[-2048:]
     cstat = {
-        "name": builders.CONTAINER_NAME,
+        "name": CONTAINER_NAME,
         "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}},
         "lastState": {"terminated": {"exitCode": done.returncode, "message": tail}},
     }

@@ -9,6 +9,7 @@ import kubernetes_validate
 import pytest
 from kubeclassify_operator import builders
 from kubeclassify_operator.builders import Owner
+from kubeclassify_operator.names import MODEL_SOURCE_HASH, TEMPLATE_HASH
 from kubeclassify_operator.spec import InvalidSpec, parse_spec
 from kubeclassify_operator.status import Observed, compute_status, pod_problem
 from modelserver.fetch import command
@@ -189,18 +190,18 @@ def test_labels_alone_can_be_downloaded() -> None:
 def test_the_built_in_model_has_no_source_parts() -> None:
     pod = builders.build_deployment(OWNER, parse_spec({}))["spec"]["template"]
     assert "initContainers" not in pod["spec"]
-    assert builders.MODEL_SOURCE_HASH not in pod["metadata"]["annotations"]
+    assert MODEL_SOURCE_HASH not in pod["metadata"]["annotations"]
     assert "MODEL_FILE" not in env_of(pod["spec"]["containers"][0])
 
 
 def source_hash(deployment: dict[str, Any]) -> str:
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
-    value: str = annotations[builders.MODEL_SOURCE_HASH]
+    value: str = annotations[MODEL_SOURCE_HASH]
     return value
 
 
 def template_hash(deployment: dict[str, Any]) -> str:
-    value: str = deployment["spec"]["template"]["metadata"]["annotations"][builders.TEMPLATE_HASH]
+    value: str = deployment["spec"]["template"]["metadata"]["annotations"][TEMPLATE_HASH]
     return value
 
 
@@ -443,7 +444,9 @@ def status_with(pods: list[dict[str, Any]], spec: dict[str, Any]) -> dict[str, A
     template = deployment["spec"]["template"]["metadata"]["annotations"]
     for pod in pods:
         pod["metadata"]["annotations"] = dict(template)  # pods of the current template
-    observed = Observed(deployment, builders.build_service(OWNER, parsed), pods)
+    observed = Observed(
+        {"Deployment": deployment, "Service": builders.build_service(OWNER, parsed)}, pods
+    )
     return compute_status(
         name="cats",
         uid=OWNER.uid,

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from classifiers import classifier
 from control_plane import ControlPlane
-from kubeclassify_operator.builders import MODEL_SOURCE_HASH
+from kubeclassify_operator.names import MODEL_SOURCE_HASH
 from kubelet import Kubelet
 from operators import Namespace
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from control_plane import ControlPlane
-from kubeclassify_operator.builders import LAST_APPLIED, TEMPLATE_HASH
+from kubeclassify_operator.names import LAST_APPLIED, TEMPLATE_HASH
 from kubelet import Kubelet
 from operators import Namespace
 

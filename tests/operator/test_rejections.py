@@ -4,10 +4,15 @@ The causes are the API server's own (Kubernetes 1.36, captured with dry-run crea
 """
 
 import json
+from typing import Any
 
 import pytest
+from kubeclassify_operator.builders import Owner, build_deployment
 from kubeclassify_operator.rejections import describe_rejection, spec_field
+from kubeclassify_operator.spec import parse_spec
 from operators import Namespace
+
+SPEC = parse_spec({})
 
 
 def status(kind: str, name: str, *causes: tuple[str, str]) -> str:
@@ -51,7 +56,7 @@ DEPLOYMENT_TWO_CAUSES = status(
 
 
 def test_a_refused_service_name_is_one_sentence() -> None:
-    message = describe_rejection("Service", "resnet.v2", SERVICE_NAME_WITH_DOT)
+    message = describe_rejection("Service", "resnet.v2", SERVICE_NAME_WITH_DOT, SPEC)
     assert message == (
         'the API server rejected the Service resnet.v2: metadata.name: Invalid value: "resnet.v2": '
         "must not contain dots"
@@ -59,7 +64,7 @@ def test_a_refused_service_name_is_one_sentence() -> None:
 
 
 def test_each_cause_names_the_classifier_field_it_came_from() -> None:
-    message = describe_rejection("Deployment", "resnet", DEPLOYMENT_TWO_CAUSES.encode())
+    message = describe_rejection("Deployment", "resnet", DEPLOYMENT_TWO_CAUSES.encode(), SPEC)
     assert message == (
         "the API server rejected the Deployment resnet: "
         'spec.resources.requests[cpu]: Invalid value: "-1": must be greater than or equal to 0 '
@@ -87,7 +92,7 @@ def test_each_cause_names_the_classifier_field_it_came_from() -> None:
 )
 def test_other_answers_stay_readable(body: str | None, expected: str) -> None:
     assert (
-        describe_rejection("Service", "s", body)
+        describe_rejection("Service", "s", body, SPEC)
         == f"the API server rejected the Service s: {expected}"
     )
 
@@ -96,7 +101,6 @@ def test_other_answers_stay_readable(body: str | None, expected: str) -> None:
     ("kind", "child_field", "field"),
     [
         ("Deployment", "spec.template.spec.affinity.nodeAffinity", "spec.affinity.nodeAffinity"),
-        ("Deployment", "spec.template.spec.containers[0].env[2].name", "spec.env[2].name"),
         ("Deployment", "spec.template.metadata.labels", "spec.podLabels"),
         ("Service", "metadata.annotations", "spec.service.annotations"),
         ("Service", "spec.ports[0].port", "spec.service.port"),
@@ -107,7 +111,7 @@ def test_other_answers_stay_readable(body: str | None, expected: str) -> None:
     ],
 )
 def test_child_fields_map_back_to_the_spec(kind: str, child_field: str, field: str | None) -> None:
-    assert spec_field(kind, child_field) == field
+    assert spec_field(kind, child_field, SPEC) == field
 
 
 def test_an_unmapped_field_is_named_as_the_childs() -> None:
@@ -116,9 +120,62 @@ def test_an_unmapped_field_is_named_as_the_childs() -> None:
         "d",
         ("spec.strategy.rollingUpdate.maxSurge", "Invalid value: 0: must be positive"),
     )
-    assert describe_rejection("Deployment", "d", body).endswith(
+    assert describe_rejection("Deployment", "d", body, SPEC).endswith(
         "Deployment field spec.strategy.rollingUpdate.maxSurge: Invalid value: 0: must be positive"
     )
+
+
+# A variable the spec's schema takes (valueFrom is free-form) and the API server refuses.
+BAD_FIELD_REF = {"name": "WHERE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.nowhere"}}}
+UNSUPPORTED = 'Unsupported value: "metadata.nowhere"'
+
+
+def test_a_refused_variable_is_named_by_its_index_in_spec_env() -> None:
+    """The operator's own variables come first in the container (11 of them by default), so
+    the API server's env[11] is the user's spec.env[0]; the operator's env[0] is no spec.env
+    entry, and is named as the Deployment's field."""
+    spec = parse_spec({"env": [BAD_FIELD_REF]})
+    fields = [f"spec.template.spec.containers[0].env[{i}].valueFrom" for i in (11, 0)]
+    body = status("Deployment", "cats", *((field, UNSUPPORTED) for field in fields))
+    assert describe_rejection("Deployment", "cats", body, spec) == (
+        "the API server rejected the Deployment cats: "
+        f"spec.env[0].valueFrom: {UNSUPPORTED} (the Deployment's {fields[0]}); "
+        f"Deployment field {fields[1]}: {UNSUPPORTED}"
+    )
+
+
+USER_ENV = [{"name": "A", "value": "1"}, BAD_FIELD_REF, {"name": "C", "value": "3"}]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {},
+        {"server": {"maxQueue": 8, "page": False, "grpc": False}},
+        {
+            "modelSource": {
+                "storageUri": "s3://models/cats.tflite",
+                "labelsUri": "s3://models/cats.txt",
+            }
+        },
+    ],
+)
+def test_each_containers_variable_maps_to_the_spec_env_entry_it_came_from(
+    spec: dict[str, Any],
+) -> None:
+    """How many variables the operator sets depends on the spec: the map follows the builder."""
+    parsed = parse_spec({**spec, "env": USER_ENV})
+    deployment = build_deployment(Owner("cats", "ns", "uid"), parsed)
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    mapped = {
+        index: spec_field(
+            "Deployment", f"spec.template.spec.containers[0].env[{index}].name", parsed
+        )
+        for index in range(len(env))
+    }
+    users = {index: field for index, field in mapped.items() if field is not None}
+    assert list(users.values()) == [f"spec.env[{i}].name" for i in range(len(USER_ENV))]
+    assert [env[index] for index in users] == USER_ENV
 
 
 def test_a_name_the_crd_once_allowed_is_refused_before_any_child(ns: Namespace) -> None:
@@ -130,3 +187,15 @@ def test_a_name_the_crd_once_allowed_is_refused_before_any_child(ns: Namespace) 
     assert cond["message"].startswith("metadata.name: 'resnet.v2' must be a DNS-1035 label")
     assert ns.get("deployments", "resnet.v2") is None
     assert ns.get("services", "resnet.v2") is None
+
+
+def test_a_refused_variable_is_named_on_a_real_api_server(plane_ns: Namespace) -> None:
+    """The API server's own refusal of the user's variable names spec.env[1], not the
+    container's index of it."""
+    plane_ns.create_classifier("where", {"env": USER_ENV})
+    cond = plane_ns.wait_condition("where", "Ready", "False", "InvalidSpec", timeout=30)
+    assert cond["message"].startswith(
+        "the API server rejected the Deployment where: spec.env[1].valueFrom.fieldRef.fieldPath: "
+        'Unsupported value: "metadata.nowhere"'
+    )
+    assert "(the Deployment's spec.template.spec.containers[0].env[12]." in cond["message"]

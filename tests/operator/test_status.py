@@ -4,14 +4,21 @@ from typing import Any
 
 import pytest
 from kubeclassify_operator import builders
-from kubeclassify_operator.builders import TEMPLATE_HASH, Owner
+from kubeclassify_operator.builders import Owner
+from kubeclassify_operator.children import (
+    DEPLOYMENT,
+    HPA,
+    SERVICE,
+    Object,
+    Verdict,
+    controlled_by,
+    endpoint_of,
+)
+from kubeclassify_operator.names import TEMPLATE_HASH
 from kubeclassify_operator.spec import ImageClassifierSpec
 from kubeclassify_operator.status import (
     Observed,
-    Verdict,
     compute_status,
-    controlled_by,
-    endpoint_of,
     in_conflict,
     invalid_status,
     merge_conditions,
@@ -24,6 +31,18 @@ from kubeclassify_operator.status import (
 T0 = "2026-01-01T00:00:00Z"
 T1 = "2026-01-01T00:05:00Z"
 UID = "uid-of-cats"
+
+
+def found(
+    deployment: Object,
+    service: Object,
+    pods: list[dict[str, Any]] | None = None,
+    *,
+    hpa: Object = None,
+) -> Observed:
+    """What a pass found: the children by kind, and the pods."""
+    children = {DEPLOYMENT.kind: deployment, SERVICE.kind: service, HPA.kind: hpa}
+    return Observed(children, pods or [])
 
 
 def owned_by(uid: str | None, controller: bool = True) -> list[dict[str, Any]]:
@@ -139,7 +158,7 @@ def test_pod_failures_are_named(pods: list[dict[str, Any]], reason: str, in_mess
     assert (verdict.status, verdict.reason) == ("False", reason)
     assert in_message in verdict.message
     # The same failure decides readiness even when the Deployment claims enough ready pods.
-    assert ready_verdict(Observed(deployment(1, 1, "True"), service(), pods)).reason == reason
+    assert ready_verdict(found(deployment(1, 1, "True"), service(), pods)).reason == reason
 
 
 @pytest.mark.parametrize(
@@ -158,18 +177,18 @@ def test_healthy_or_starting_pods_are_no_problem(pods: list[dict[str, Any]]) -> 
 @pytest.mark.parametrize(
     ("observed", "status", "reason"),
     [
-        (Observed(None, None), "False", "DeploymentMissing"),
-        (Observed(deployment(2, 0), service()), "False", "ReplicasNotReady"),
-        (Observed(deployment(2, 1), service()), "False", "ReplicasNotReady"),
-        (Observed(deployment(0, 0), service()), "False", "ScaledToZero"),
-        (Observed(deployment(2, 2), None), "False", "ServiceMissing"),
-        (Observed(deployment(2, 2), service()), "False", "LoadBalancerPending"),
+        (found(None, None), "False", "DeploymentMissing"),
+        (found(deployment(2, 0), service()), "False", "ReplicasNotReady"),
+        (found(deployment(2, 1), service()), "False", "ReplicasNotReady"),
+        (found(deployment(0, 0), service()), "False", "ScaledToZero"),
+        (found(deployment(2, 2), None), "False", "ServiceMissing"),
+        (found(deployment(2, 2), service()), "False", "LoadBalancerPending"),
         (
-            Observed(deployment(2, 2), service(ingress=[{"ip": "192.0.2.1"}])),
+            found(deployment(2, 2), service(ingress=[{"ip": "192.0.2.1"}])),
             "True",
             "AllReplicasReady",
         ),
-        (Observed(deployment(2, 3), service("ClusterIP")), "True", "AllReplicasReady"),
+        (found(deployment(2, 3), service("ClusterIP")), "True", "AllReplicasReady"),
     ],
 )
 def test_ready_only_when_every_desired_replica_is(
@@ -209,7 +228,7 @@ def test_status_names_the_grpc_endpoint_and_the_precision(
     raw: dict[str, Any], grpc: str | None, model: str | None
 ) -> None:
     spec = ImageClassifierSpec.model_validate(raw)
-    observed = Observed(deployment(1, 1, "True"), service(ingress=[{"ip": "203.0.113.7"}]))
+    observed = found(deployment(1, 1, "True"), service(ingress=[{"ip": "203.0.113.7"}]))
     status = compute_status(
         name="cats", uid=UID, spec=spec, observed=observed, previous={}, generation=1, now=T0
     )
@@ -220,7 +239,7 @@ def test_status_names_the_grpc_endpoint_and_the_precision(
 
 def test_compute_status_reports_everything() -> None:
     spec = ImageClassifierSpec.model_validate({"replicas": 2})
-    observed = Observed(deployment(2, 2, "True"), service(ingress=[{"ip": "203.0.113.7"}]), [pod()])
+    observed = found(deployment(2, 2, "True"), service(ingress=[{"ip": "203.0.113.7"}]), [pod()])
     status = compute_status(
         name="cats", uid=UID, spec=spec, observed=observed, previous={}, generation=4, now=T0
     )
@@ -261,7 +280,7 @@ def test_load_balancer_pending_keeps_service_not_ready_and_no_url() -> None:
         name="cats",
         uid=UID,
         spec=spec,
-        observed=Observed(deployment(1, 1, "True"), service()),
+        observed=found(deployment(1, 1, "True"), service()),
         previous={},
         generation=1,
         now=T0,
@@ -292,7 +311,7 @@ def test_invalid_status_keeps_the_rest() -> None:
         name="cats",
         uid=UID,
         spec=ImageClassifierSpec.model_validate({}),
-        observed=Observed(deployment(1, 1, "True"), service("ClusterIP")),
+        observed=found(deployment(1, 1, "True"), service("ClusterIP")),
         previous={},
         generation=1,
         now=T0,
@@ -349,19 +368,19 @@ CONFLICT = ("False", "ChildConflict")
     ("observed", "ready", "deployment_available", "service_ready"),
     [
         (
-            Observed(deployment(2, 2, "True", owner=None), service("ClusterIP")),
+            found(deployment(2, 2, "True", owner=None), service("ClusterIP")),
             CONFLICT,
             CONFLICT,
             ("True", "EndpointAssigned"),
         ),
         (
-            Observed(deployment(2, 2, "True"), service("ClusterIP", owner="someone-else")),
+            found(deployment(2, 2, "True"), service("ClusterIP", owner="someone-else")),
             CONFLICT,
             ("True", "MinimumReplicasAvailable"),
             CONFLICT,
         ),
         (
-            Observed(
+            found(
                 deployment(2, 2, "True"),
                 service("ClusterIP"),
                 hpa={"kind": "X", "metadata": {"name": "cats"}},
@@ -371,7 +390,7 @@ CONFLICT = ("False", "ChildConflict")
             ("True", "EndpointAssigned"),
         ),
         (
-            Observed(deployment(2, 2, "True"), service("ClusterIP")),
+            found(deployment(2, 2, "True"), service("ClusterIP")),
             ("True", "AllReplicasReady"),
             ("True", "MinimumReplicasAvailable"),
             ("True", "EndpointAssigned"),
@@ -394,7 +413,7 @@ def test_a_same_name_stranger_is_a_conflict_not_a_child(
 
 
 def test_conflict_message_names_the_stranger_and_ignores_its_replicas() -> None:
-    status = status_of(Observed(deployment(5, 5, "True", owner="someone-else"), None))
+    status = status_of(found(deployment(5, 5, "True", owner="someone-else"), None))
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert "Deployment cats" in ready["message"]
     assert "not owned by this ImageClassifier" in ready["message"]
@@ -420,7 +439,7 @@ def ready_of(observed: Observed, spec: dict[str, Any] | None = None) -> dict[str
 
 def serving(*pods: dict[str, Any], **deployment_args: Any) -> Observed:
     """2/2 replicas ready behind a load balancer with an address, and these pods."""
-    return Observed(
+    return found(
         deployment(2, 2, "True", **deployment_args),
         service(ingress=LB_WITH_ADDRESS["ingress"]),
         list(pods),
@@ -495,11 +514,11 @@ def test_the_oom_message_names_the_memory_limit_to_raise() -> None:
 
 def test_ready_needs_the_load_balancer_address() -> None:
     """Ready means "you can call it": a LoadBalancer without an address cannot be called."""
-    pending = ready_of(Observed(deployment(2, 2, "True"), service()))
+    pending = ready_of(found(deployment(2, 2, "True"), service()))
     assert (pending["status"], pending["reason"]) == ("False", "LoadBalancerPending")
     assert "2/2 replicas are ready" in pending["message"]
     assert ready_of(serving())["status"] == "True"
-    cluster_ip = ready_of(Observed(deployment(2, 2, "True"), service("ClusterIP")))
+    cluster_ip = ready_of(found(deployment(2, 2, "True"), service("ClusterIP")))
     assert cluster_ip["status"] == "True"
 
 
@@ -548,7 +567,7 @@ def test_a_scale_alone_is_no_rollout() -> None:
 
 
 def test_too_few_ready_replicas_during_a_rollout_are_counted() -> None:
-    observed = Observed(
+    observed = found(
         deployment(2, 1, generation=2, rollout=NEW_POD_STARTING),
         service(ingress=LB_WITH_ADDRESS["ingress"]),
     )

@@ -1,0 +1,214 @@
+"""The kinds of object a classifier owns, each described once: where it lives, how it is
+built, which of its fields come from which spec field, and what its condition says.
+
+The pass (reconcile), the status, the watches (handlers), the refusals (rejections) and the RBAC
+check all iterate `CHILDREN`: adding a child is an entry here and its builder.
+"""
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kubeclassify_operator.builders import (
+    Owner,
+    build_deployment,
+    build_hpa,
+    build_service,
+    keep_template_hash,
+    user_env_start,
+)
+from kubeclassify_operator.images import ServerImages
+from kubeclassify_operator.kube import DEPLOYMENTS, HPAS, PODS, SERVICES, Kind
+from kubeclassify_operator.names import ConditionType, Reason
+from kubeclassify_operator.spec import ImageClassifierSpec
+
+Object = dict[str, Any] | None  # a child as read from the API; None: there is none
+Builder = Callable[[Owner, ImageClassifierSpec, Object, ServerImages], dict[str, Any] | None]
+"""build(owner, spec, current, images): the child as the spec wants it, given the one that
+exists; None when the spec wants none."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a condition says: its status, reason and message."""
+
+    status: Literal["True", "False", "Unknown"]
+    reason: str  # a Reason, or a reason a child reports itself
+    message: str
+
+
+@dataclass(frozen=True)
+class ChildKind:
+    """One kind of child: one per classifier, named after it."""
+
+    kind: str  # the manifest's kind; what `status.Observed` is keyed by
+    api: Kind
+    build: Builder
+    # Where the builder puts each spec field in the child (child path -> spec path), for
+    # naming the classifier's field in the API server's refusals.
+    spec_fields: Callable[[ImageClassifierSpec], Mapping[str, str]]
+    # The classifier's condition about this child, and how the child as found decides it.
+    condition: tuple[ConditionType, Callable[[Object], Verdict]] | None = None
+    # For a child a spec may not want: whether this one does (the builder is not asked when
+    # not), and the note of the Event when the operator deletes the one it made.
+    optional: tuple[Callable[[ImageClassifierSpec], bool], str] | None = None
+    # The kind of the child this one acts on: never written while that one is a stranger's.
+    acts_on: str | None = None
+
+    def verbs(self) -> tuple[str, ...]:
+        """What the operator does with it: watch it, read, create and patch it in a pass,
+        and delete an optional one the spec no longer wants."""
+        return ("get", "list", "watch", "create", "patch", *(("delete",) if self.optional else ()))
+
+
+def controlled_by(child: dict[str, Any], uid: str) -> bool:
+    """Whether the child's controller ownerReference points to the object with this uid."""
+    refs = child.get("metadata", {}).get("ownerReferences") or []
+    return any(ref.get("controller") and ref.get("uid") == uid for ref in refs)
+
+
+def endpoint_of(service: Object, port_name: str | None = None) -> str | None:
+    """Where clients reach the classifier: the LB address, else the in-cluster DNS name, with
+    the Service port named `port_name` (by default the first; None if there is no such port)."""
+    if service is None:
+        return None
+    meta = service["metadata"]
+    spec = service.get("spec", {})
+    ports = [
+        p for p in spec.get("ports") or [{}] if port_name is None or p.get("name") == port_name
+    ]
+    if not ports:
+        return None
+    port = ports[0].get("port", 80)
+    if spec.get("type") == "LoadBalancer":
+        for ingress in service.get("status", {}).get("loadBalancer", {}).get("ingress", []):
+            host = ingress.get("ip") or ingress.get("hostname")
+            if host:
+                return f"{host}:{port}"
+        return None
+    return f"{meta['name']}.{meta['namespace']}.svc.cluster.local:{port}"
+
+
+def deployment_verdict(deployment: Object) -> Verdict:
+    """DeploymentAvailable: the Deployment's own Available condition."""
+    if deployment is None:
+        return Verdict("False", Reason.DEPLOYMENT_MISSING, "the Deployment does not exist yet")
+    for cond in deployment.get("status", {}).get("conditions", []):
+        if cond.get("type") == "Available":
+            return Verdict(
+                "True" if cond.get("status") == "True" else "False",
+                cond.get("reason") or Reason.UNKNOWN,
+                cond.get("message", ""),
+            )
+    return Verdict("Unknown", Reason.PENDING, "the Deployment has not reported availability yet")
+
+
+def service_verdict(service: Object) -> Verdict:
+    """ServiceReady: the Service has an address clients can use."""
+    if service is None:
+        return Verdict("False", Reason.SERVICE_MISSING, "the Service does not exist yet")
+    endpoint = endpoint_of(service)
+    if endpoint is None:
+        return Verdict(
+            "False", Reason.LOAD_BALANCER_PENDING, "waiting for the load balancer's address"
+        )
+    return Verdict("True", Reason.ENDPOINT_ASSIGNED, f"reachable at {endpoint}")
+
+
+def _deployment(
+    owner: Owner, spec: ImageClassifierSpec, current: Object, images: ServerImages
+) -> dict[str, Any]:
+    """The Deployment, keeping the replicas an HPA set and the current template's hash."""
+    replicas = current.get("spec", {}).get("replicas") if current else None
+    return keep_template_hash(build_deployment(owner, spec, replicas, images), current)
+
+
+def _service(
+    owner: Owner, spec: ImageClassifierSpec, current: Object, images: ServerImages
+) -> dict[str, Any]:
+    return build_service(owner, spec)
+
+
+def _hpa(
+    owner: Owner, spec: ImageClassifierSpec, current: Object, images: ServerImages
+) -> dict[str, Any] | None:
+    return build_hpa(owner, spec)
+
+
+_POD = "spec.template.spec"
+_CONTAINER = f"{_POD}.containers[0]"
+
+
+def _deployment_fields(spec: ImageClassifierSpec) -> dict[str, str]:
+    """The user's variables come after the operator's in the container's env: env[N] is
+    spec.env[N - start], and the operator's own are no spec.env entry."""
+    start = user_env_start(spec)
+    env = {f"{_CONTAINER}.env[{start + i}]": f"spec.env[{i}]" for i in range(len(spec.env))}
+    return {
+        "metadata.name": "metadata.name",
+        "spec.replicas": "spec.replicas",
+        "spec.template.metadata.annotations": "spec.podAnnotations",
+        "spec.template.metadata.labels": "spec.podLabels",
+        **env,
+        f"{_CONTAINER}.image": "spec.image",
+        f"{_CONTAINER}.imagePullPolicy": "spec.imagePullPolicy",
+        f"{_CONTAINER}.resources": "spec.resources",
+        f"{_POD}.affinity": "spec.affinity",
+        f"{_POD}.imagePullSecrets": "spec.imagePullSecrets",
+        f"{_POD}.nodeSelector": "spec.nodeSelector",
+        f"{_POD}.tolerations": "spec.tolerations",
+    }
+
+
+_SERVICE_FIELDS = {
+    "metadata.name": "metadata.name",
+    "metadata.annotations": "spec.service.annotations",
+    "spec.loadBalancerSourceRanges": "spec.service.loadBalancerSourceRanges",
+    "spec.ports[0].port": "spec.service.port",
+    "spec.type": "spec.service.type",
+}
+_HPA_FIELDS = {
+    "metadata.name": "metadata.name",
+    "spec.minReplicas": "spec.autoscaling.minReplicas",
+    "spec.maxReplicas": "spec.autoscaling.maxReplicas",
+    "spec.metrics": "spec.autoscaling.targetCPUUtilizationPercentage",
+}
+
+DEPLOYMENT = ChildKind(
+    kind="Deployment",
+    api=DEPLOYMENTS,
+    build=_deployment,
+    spec_fields=_deployment_fields,
+    condition=(ConditionType.DEPLOYMENT_AVAILABLE, deployment_verdict),
+)
+SERVICE = ChildKind(
+    kind="Service",
+    api=SERVICES,
+    build=_service,
+    spec_fields=lambda spec: _SERVICE_FIELDS,
+    condition=(ConditionType.SERVICE_READY, service_verdict),
+)
+HPA = ChildKind(
+    kind="HorizontalPodAutoscaler",
+    api=HPAS,
+    build=_hpa,
+    spec_fields=lambda spec: _HPA_FIELDS,
+    optional=(lambda spec: spec.autoscaling is not None, "autoscaling off"),
+    acts_on=DEPLOYMENT.kind,  # never autoscale someone else's Deployment
+)
+# In the order a pass applies them (an HPA after the Deployment it scales) and their
+# conditions appear in the status.
+CHILDREN = (DEPLOYMENT, SERVICE, HPA)
+BY_KIND = {child.kind: child for child in CHILDREN}
+
+# The pods are the Deployment's, not the operator's: only listed and watched, to tell why they
+# are not ready.
+POD_VERBS = ("list", "watch")
+# Whose changes start a pass.
+WATCHED = (*(child.api for child in CHILDREN), PODS)
+
+
+def grants() -> set[tuple[str, str, str]]:
+    """The (apiGroup, resource, verb) triples the operator needs on the children and pods."""
+    needed = {(c.api.group, c.api.plural, verb) for c in CHILDREN for verb in c.verbs()}
+    return needed | {(PODS.group, PODS.plural, verb) for verb in POD_VERBS}

@@ -1,0 +1,59 @@
+"""The registry of child kinds, held against what depends on it: the RBAC rules that deploy/
+(and, rendered the same, the chart) grant, and the builders."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from kubeclassify_operator.builders import Owner
+from kubeclassify_operator.children import BY_KIND, CHILDREN, WATCHED, ChildKind, grants
+from kubeclassify_operator.images import ServerImages
+from kubeclassify_operator.spec import parse_spec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def cluster_role_rules() -> set[tuple[str, str, str]]:
+    """The (apiGroup, resource, verb) triples deploy/rbac.yaml's ClusterRole grants."""
+    docs = yaml.safe_load_all((REPO / "deploy" / "rbac.yaml").read_text())
+    (role,) = (doc for doc in docs if doc["kind"] == "ClusterRole")
+    return {
+        (group, resource, verb)
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+def test_the_cluster_role_grants_exactly_what_the_children_need() -> None:
+    """Every watched kind's rules are the registry's: a new child kind needs its rule, and a
+    rule no child needs is gone (test_security.py checks the requests themselves)."""
+    watched = {(kind.group, kind.plural) for kind in WATCHED}
+    granted = {rule for rule in cluster_role_rules() if rule[:2] in watched}
+    assert sorted(granted) == sorted(grants())
+
+
+def test_only_an_optional_child_is_ever_deleted() -> None:
+    assert {child.kind for child in CHILDREN if "delete" in child.verbs()} == {
+        "HorizontalPodAutoscaler"
+    }
+
+
+@pytest.mark.parametrize("child", CHILDREN, ids=lambda child: child.kind)
+def test_each_builder_makes_its_kind_where_the_registry_says(child: ChildKind) -> None:
+    spec = parse_spec({"autoscaling": {"maxReplicas": 3}})
+    built = child.build(Owner("cats", "ns", "uid"), spec, None, ServerImages())
+    assert built is not None
+    assert built["kind"] == child.kind
+    group, _, version = built["apiVersion"].rpartition("/")
+    assert (group, version) == (child.api.group, child.api.version)
+    assert BY_KIND[child.kind] is child
+
+
+def test_a_child_acts_only_on_one_applied_before_it() -> None:
+    """The pass decides whether it may write an HPA from the Deployment it already applied."""
+    kinds = [child.kind for child in CHILDREN]
+    for index, child in enumerate(CHILDREN):
+        if child.acts_on:
+            assert child.acts_on in kinds[:index]
