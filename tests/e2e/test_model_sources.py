@@ -238,6 +238,8 @@ def test_the_status_and_the_pod_say_what_is_served(delivered: Delivered, source:
         SERVED_NAME, delivered.model_sha256, "int8"
     )  # fmt: skip
     assert served.runtime["float_precision"] in ("fp32", "bf16"), served.runtime
+    # The .tflite file through OpenVINO's own frontend, in the image that has no TensorFlow.
+    assert served.runtime["backend"] == "openvino", served.runtime
 
 
 def test_a_file_the_pods_may_not_read_is_said_so(delivered: Delivered) -> None:
