@@ -17,9 +17,11 @@ from fake_kube import FakeKube
 from kubeclassify_operator import builders
 from kubeclassify_operator.builders import Owner
 from kubeclassify_operator.crd import build_crd, render_crd
+from kubeclassify_operator.images import ServerImages
 from kubeclassify_operator.kube import CLASSIFIERS, DEPLOYMENTS, HPAS, SERVICES
 from kubeclassify_operator.reconcile import reconcile
-from kubeclassify_operator.spec import NAME_MAX_LENGTH, NAME_PATTERN, OWNED_ENV, parse_spec
+from kubeclassify_operator.rules import NAME_MAX_LENGTH, NAME_PATTERN, OWNED_ENV
+from kubeclassify_operator.spec import parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.37.0"
@@ -244,6 +246,7 @@ def test_gpu_example_gives_each_pod_a_gpu_and_scales_on_cpu() -> None:
     pod = deployment["spec"]["template"]["spec"]
     resources = pod["containers"][0]["resources"]
     assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == "1"
+    assert pod["containers"][0]["image"] == ServerImages().gpu  # the operator's choice
     assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
         "tolerations"
