@@ -1,17 +1,15 @@
 """A new user's first run: a clean real cluster with only crds/ applied, nothing else of deploy/.
 
-The operator must not sit silent (it once did: kopf paused every watch while its peering CRD
-was missing, and said so only at DEBUG level). Replicas now elect a leader in a Lease in
-kubeclassify-system, which does not exist yet: either the operator works anyway and says so
-at WARNING level, or it exits non-zero naming that namespace and --standalone. This needs a
-plane of its own: the shared one has deploy/'s namespace installed.
+Replicas elect a leader in a Lease in kubeclassify-system (deploy/'s namespace), which does not
+exist here. The operator must neither sit silent nor act unelected: it exits non-zero at once,
+naming that namespace and the ways out (create it, --lease-namespace, or --standalone for a
+single replica). This needs a plane of its own: the shared one has deploy/'s namespace.
 """
 
 import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from serving import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LEASE_NAMESPACE = "kubeclassify-system"
+WAIT = 30
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +34,7 @@ def bare_plane() -> Iterator[ControlPlane]:
         plane.down()
 
 
-def test_without_peering_crds_the_operator_works_or_says_why_not(
+def test_without_the_lease_namespace_the_operator_exits_saying_how_to_run(
     bare_plane: ControlPlane, tmp_path: Path
 ) -> None:
     command = shutil.which("kubeclassify-operator", path=str(Path(sys.executable).parent))
@@ -53,33 +52,16 @@ def test_without_peering_crds_the_operator_works_or_says_why_not(
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 30
-        made = None
-        while process.poll() is None and time.monotonic() < deadline:
-            made = (
-                bare_plane.kubectl(
-                    "get", "deployment", "resnet", "-n", "first-run", check=False
-                ).returncode
-                == 0
-            )
-            if made:
-                break
-            time.sleep(1)
-        output = log_path.read_text()
-        if process.poll() is not None:
-            # Refused to run: it must say why, and how to fix it.
-            assert process.returncode != 0, output
-            assert LEASE_NAMESPACE in output and "--standalone" in output, output
-        else:
-            # Runs: standalone, and it must have said so at WARNING level with the way out.
-            assert made, f"the operator ran silently for 30 s and did nothing:\n{output}"
-            warnings = [line for line in output.splitlines() if "WARNING" in line]
-            assert any(LEASE_NAMESPACE in line for line in warnings), output
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        code = process.wait(WAIT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail(f"still running after {WAIT} s without a Lease:\n{log_path.read_text()}")
+    output = log_path.read_text()
+    assert code != 0 and output.strip(), output
+    last = output.strip().splitlines()[-1]  # the reason, as the process's last words
+    assert LEASE_NAMESPACE in last and "--lease-namespace" in last and "--standalone" in last, (
+        output
+    )
+    made = bare_plane.kubectl("get", "deployment", "resnet", "-n", "first-run", check=False)
+    assert made.returncode != 0, "the operator acted without being elected"
