@@ -52,9 +52,13 @@ _FORMAT_SUFFIX = {fmt: suffix for suffix, fmt in MODEL_FORMATS.items()}
 # SIGTERM makes the server drain in-flight requests for up to ~30 s; leave headroom. The pod's
 # grace period is this after spec.shutdownDelaySeconds (the preStop sleep counts against it).
 TERMINATION_GRACE_SECONDS = 45
-# Model load + warm-up takes 10-60 s: allow 5 s x 36 = 3 minutes before the kubelet gives up.
-STARTUP_PERIOD_SECONDS = 5
-STARTUP_FAILURE_THRESHOLD = 36
+# The startup probe asks /readyz every second, so a pod turns Ready within about a second of
+# its model (the kubelet runs the readiness probe as soon as the startup probe passes; with
+# /healthz, alive before the model loads, Ready waited for the next 5 s readiness tick). The
+# default image loads in 1-3 s; a conversion at start-up (TensorFlow image) in 10-60 s: allow
+# 1 s x 180 = 3 minutes before the kubelet gives up.
+STARTUP_PERIOD_SECONDS = 1
+STARTUP_FAILURE_THRESHOLD = 180
 SERVER_USER_ID = 10001
 
 DEFAULT_POD_ANNOTATIONS = {
@@ -324,7 +328,7 @@ def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
 def _probes() -> dict[str, Any]:
     return {
         "startupProbe": _probe(
-            "/healthz", period=STARTUP_PERIOD_SECONDS, failures=STARTUP_FAILURE_THRESHOLD
+            "/readyz", period=STARTUP_PERIOD_SECONDS, failures=STARTUP_FAILURE_THRESHOLD
         ),
         "readinessProbe": _probe("/readyz", period=5, failures=2),
         "livenessProbe": _probe("/healthz", period=10, failures=3),

@@ -211,8 +211,8 @@ def _served_since_start(pod: dict[str, Any], cstat: dict[str, Any]) -> bool:
     """Whether the running container has been ready since it (re)started: it is ready now, or
     the pod's ContainersReady turned False after it started, so it was True in between.
 
-    Not `started`: the startup probe (/healthz) passes while the model is still loading, which
-    is when a memory limit too small kills it again."""
+    Not `started`: a container that only passed its startup probe has not served a request,
+    and a model's first batches can still take a limit that is too small."""
     running = cstat.get("state", {}).get("running")
     if running is None:
         return False

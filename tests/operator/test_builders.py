@@ -114,7 +114,9 @@ def test_deployment_runs_the_server_safely() -> None:
         {"name": "http", "containerPort": 5000, "protocol": "TCP"},
         {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
     ]
-    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    # Started once the model serves: Ready follows within a probe period, not a readiness tick.
+    assert container["startupProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["startupProbe"]["periodSeconds"] == 1
     startup = container["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 120  # slow model loads
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
