@@ -15,8 +15,9 @@ from typing import Any, Protocol, TypeVar
 
 import pytest
 import requests
-from kube_emulator import IC_PATH, ApiServerEmulator, Call
-from kubeclassify_operator.kube import USER_AGENT
+from kube_emulator import ApiServerEmulator, Call
+from kubeclassify_operator.children import WATCHED
+from kubeclassify_operator.kube import CLASSIFIERS, USER_AGENT, Kind
 from kubeclassify_operator.spec import GROUP, KIND, VERSION
 from serving import free_port
 
@@ -85,6 +86,10 @@ class Cluster:
             time.sleep(0.05)
 
 
+# Where each kind the tests read lives: the operator's own table, and the Deployments' ReplicaSets.
+KINDS = {kind.plural: kind for kind in (CLASSIFIERS, *WATCHED, Kind("apps", "v1", "replicasets"))}
+
+
 class Namespace:
     """Paths and shortcuts for one test's namespace in the shared cluster (real or emulated)."""
 
@@ -93,15 +98,10 @@ class Namespace:
         self.name = name
 
     def path(self, kind: str, name: str = "", sub: str = "") -> str:
-        prefix = {
-            "imageclassifiers": IC_PATH,
-            "deployments": "/apis/apps/v1",
-            "replicasets": "/apis/apps/v1",
-            "horizontalpodautoscalers": "/apis/autoscaling/v2",
-        }.get(kind, "/api/v1")
-        return "/".join(
-            part for part in (f"{prefix}/namespaces/{self.name}/{kind}", name, sub) if part
-        )
+        """`kind` is a plural: the classifiers, the operator's children and pods (from its
+        registry), ReplicaSets, or any other core kind."""
+        found = KINDS.get(kind) or Kind("", "v1", kind)
+        return found.path(self.name, name, sub)
 
     def create_classifier(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         body = {
