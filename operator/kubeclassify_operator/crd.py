@@ -11,12 +11,10 @@ from typing import Any
 
 import yaml
 
+from kubeclassify_operator.rules import CLASSIFIER_NAME, NAME_RULE
 from kubeclassify_operator.spec import (
     GROUP,
     KIND,
-    NAME_MAX_LENGTH,
-    NAME_PATTERN,
-    NAME_RULE,
     PLURAL,
     SHORT_NAMES,
     SINGULAR,
@@ -91,15 +89,6 @@ _KIND = (
 # A CRD may declare no more of metadata (not even a description); declaring `name` lets a
 # CEL rule's fieldPath point at it.
 _METADATA = {"type": "object", "properties": {"name": {"type": "string"}}}
-# The API server validates `metadata.name` only as a DNS subdomain (dots, 253 characters);
-# the children need less: see NAME_RULE.
-_NAME_VALIDATION = {
-    "rule": f"self.metadata.name.size() <= {NAME_MAX_LENGTH} && "
-    f"self.metadata.name.matches({json.dumps(NAME_PATTERN)})",
-    "message": NAME_RULE,
-    "fieldPath": ".metadata.name",
-    "reason": "FieldValueInvalid",
-}
 
 
 def build_crd() -> dict[str, Any]:
@@ -139,7 +128,7 @@ def build_crd() -> dict[str, Any]:
                                 "spec": spec_schema,
                                 "status": _schema_of(ImageClassifierStatus),
                             },
-                            "x-kubernetes-validations": [_NAME_VALIDATION],
+                            "x-kubernetes-validations": [CLASSIFIER_NAME.validation()],
                         }
                     },
                     "subresources": {

@@ -37,16 +37,17 @@ def test_defaults() -> None:
         ),
         (
             {"resources": {"requests": {"nvidia.com/gpu": 1}, "limits": {"nvidia.com/gpu": 2}}},
-            "spec.resources.requests.nvidia.com/gpu: 1 must equal limits.nvidia.com/gpu (2)",
+            "spec.resources.limits: nvidia.com/gpu needs a limit equal to its request (1), not 2",
         ),
         # A GPU request without a limit: the Deployment would be refused.
         (
             {"resources": {"requests": {"nvidia.com/gpu": 1}}},
-            "spec.resources.limits.nvidia.com/gpu: is required",
+            "spec.resources.limits: nvidia.com/gpu needs a limit equal to its request (1): an "
+            "extended resource cannot be overcommitted",
         ),
         (
             {"resources": {"requests": {"cpu": "2"}, "limits": {"cpu": "1500m"}}},
-            "spec.resources.requests.cpu: 2 must not exceed limits.cpu (1500m)",
+            "spec.resources.requests: the cpu request (2) must not exceed its limit (1500m)",
         ),
         # Negative amounts, as text and as a number.
         (
