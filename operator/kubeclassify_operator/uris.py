@@ -118,9 +118,10 @@ SourceUri = Annotated[
 
 
 def _has_suffix(field: str, suffixes: Iterable[str]) -> str:
-    """CEL: the URI in `field` ends in one of `suffixes` (before any query)."""
+    """CEL: the URI in `field` ends in one of `suffixes` before any query, as `suffix_of` reads
+    it (a suffix inside the query, `m.onnx?v=.keras`, is not the file's)."""
     alternatives = "|".join(re.escape(suffix.removeprefix(".")) for suffix in suffixes)
-    pattern = rf"\.({alternatives})(\?.*)?$"
+    pattern = rf"^[^?]*\.({alternatives})(\?.*)?$"
     return f"self.{field}.matches({cel_string(pattern)})"
 
 
