@@ -49,7 +49,6 @@ from kubeclassify_operator.uris import (
 )
 from kubeclassify_operator.uris import MODEL_FORMATS as MODEL_FORMATS
 from kubeclassify_operator.uris import REMOTE_SCHEMES as REMOTE_SCHEMES
-from kubeclassify_operator.uris import redacted as redacted
 from kubeclassify_operator.uris import suffix_of as suffix_of
 
 GROUP = "kubeclassify.io"

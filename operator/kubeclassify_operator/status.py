@@ -31,7 +31,8 @@ from kubeclassify_operator.names import (
     Reason,
     selector_string,
 )
-from kubeclassify_operator.spec import ImageClassifierSpec, redacted
+from kubeclassify_operator.spec import ImageClassifierSpec
+from kubeclassify_operator.uris import redacted, redacted_in
 
 READY = ConditionType.READY
 # Ready, then each child's condition in the registry's order.
@@ -279,8 +280,7 @@ def _last_line(message: str) -> str:
 def _clean(text: str) -> str:
     """A message fit for a condition: no credentials in URIs (user:password@, a presigned
     query), one line, at most MESSAGE_LIMIT characters."""
-    text = re.sub(r"([a-z0-9]+://)[^/\s@]*@", r"\1", text.strip())
-    text = re.sub(r"(://[^\s?]*)\?\S*", r"\1?…", text)
+    text = redacted_in(text.strip())
     text = re.sub(r"(?i)\b(\w*(?:secret|token|password|key)\w*)=\S+", r"\1=…", text)
     return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + "…"
 

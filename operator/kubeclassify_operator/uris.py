@@ -31,6 +31,11 @@ def redacted(uri: str) -> str:
     return re.sub(r"\?.*", "?…", uri, flags=re.DOTALL)
 
 
+def redacted_in(text: str) -> str:
+    """`text` with every URI in it `redacted`: a message that quotes URIs, fit for a status."""
+    return re.sub(r"[A-Za-z][A-Za-z0-9+.-]*://\S*", lambda found: redacted(found[0]), text)
+
+
 def file_name(uri: str) -> str:
     """The URI's last path segment, unquoted, without the query: `v2.tflite`."""
     return unquote(uri.split("?", 1)[0].rsplit("/", 1)[-1])
