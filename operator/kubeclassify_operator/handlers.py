@@ -12,14 +12,11 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from kubeclassify_operator import status
-from kubeclassify_operator.builders import MANAGER
+from kubeclassify_operator.children import WATCHED
 from kubeclassify_operator.kube import (
     CLASSIFIERS,
-    DEPLOYMENTS,
     EVENTS,
     HPAS,
-    PODS,
-    SERVICES,
     USER_AGENT,
     Kube,
     ObjectKey,
@@ -28,11 +25,10 @@ from kubeclassify_operator.kube import (
     load_config,
     namespace_terminating,
 )
+from kubeclassify_operator.names import INSTANCE_LABEL, MANAGED
 from kubeclassify_operator.reconcile import EventPoster, reconcile, utcnow
 from kubeclassify_operator.spec import GROUP, PLURAL, VERSION
 
-MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
-INSTANCE_LABEL = "app.kubernetes.io/instance"
 RETRY_SECONDS = 10
 # A pass cut short by a transient API error is re-run on a fresh read after these pauses
 # (about 30 s in all): event handlers get no retries from kopf, so a lost pass would otherwise
@@ -62,7 +58,7 @@ _locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Loc
 # echo of our own write, a change a pass already read, a re-list after a watch reconnects)
 # then starts no pass.
 _seen_versions: dict[ObjectKey, str] = {}
-_CHILDREN = {kind.plural for kind in (DEPLOYMENTS, SERVICES, HPAS, PODS)}
+_CHILDREN = {kind.plural for kind in WATCHED}
 # The HorizontalPodAutoscalers of ours that exist, by (namespace, name) as their watch and our
 # passes tell: with autoscaling off, a pass looks for a leftover one only when there is one.
 _hpas: set[tuple[str, str]] = set()
@@ -150,10 +146,6 @@ def classifier_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: A
         _reconcile_fresh(memo, namespace, name)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-@kopf.on.event("", "v1", "services", labels=MANAGED)
-@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
-@kopf.on.event("", "v1", "pods", labels=MANAGED)
 def child_changed(
     body: kopf.Body, type: str | None, resource: kopf.Resource, memo: kopf.Memo, **_: Any
 ) -> None:
@@ -174,6 +166,10 @@ def child_changed(
     _pass_soon(
         memo, namespace, name, child, version, f"{resource.kind} {child[2]} {type or 'listed'}"
     )
+
+
+for _kind in WATCHED:
+    kopf.on.event(_kind.group, _kind.version, _kind.plural, labels=MANAGED)(child_changed)
 
 
 def ref(namespace: str, name: str) -> str:
