@@ -323,7 +323,8 @@ def test_dockerfile_copies_existing_files_and_runs_the_console_script() -> None:
 
 
 def test_server_pods_run_as_the_user_the_server_image_declares() -> None:
-    """The pod's runAsUser is the Dockerfile's non-root USER, so its files stay readable."""
+    """The pod's runAsUser is the Dockerfile's non-root USER (each image's), so its files stay
+    readable."""
     dockerfile = (REPO / "Dockerfile.server").read_text()
-    (user,) = re.findall(r"^USER\s+(\d+)", dockerfile, flags=re.MULTILINE)
-    assert int(user) == builders.SERVER_USER_ID != 0
+    users = set(re.findall(r"^USER\s+(\d+)", dockerfile, flags=re.MULTILINE))
+    assert users == {str(builders.SERVER_USER_ID)} and builders.SERVER_USER_ID != 0
