@@ -11,12 +11,12 @@ import socket
 import sys
 import threading
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
 import kopf
 
+from kubeclassify_operator import handlers
 from kubeclassify_operator.crd import render_crd
 from kubeclassify_operator.kube import Kube, load_config
 from kubeclassify_operator.leader import Elector, LeaseUnavailable
@@ -125,28 +125,28 @@ def main(argv: list[str] | None = None) -> None:
         if not _stand_by(elector):
             probe.close()
             return
+    ending = Ending(elector)
     if elector is not None:
-        threading.Thread(target=elector.keep, args=(threading.Event(), _lost), daemon=True).start()
+        threading.Thread(
+            target=elector.keep, args=(threading.Event(), ending.lost), daemon=True
+        ).start()
     try:
-        asyncio.run(_operate(args, probe, lambda: _finish(elector, 0, abandoned=True)))
+        asyncio.run(_operate(args, probe, ending))
     except Exception:
         logger.exception("The operator stopped on an error")
-        _finish(elector, 1)
-    _finish(elector, 0)
+        ending.finish(1)
+    ending.finish(0)
 
 
-async def _operate(
-    args: argparse.Namespace, probe: LivenessProbe, abandon: Callable[[], None]
-) -> None:
+async def _operate(args: argparse.Namespace, probe: LivenessProbe, ending: "Ending") -> None:
     """kopf, with our own SIGTERM/SIGINT handling once it runs: passes in flight are told at
     once (kopf's own handler stops kopf only after they end), and the stop is bounded."""
-    # Importing registers the handlers with kopf's default registry.
-    from kubeclassify_operator import handlers
-
     stop, ready = asyncio.Event(), asyncio.Event()
+    memo = kopf.Memo(namespaces=args.namespace)
     operator = asyncio.create_task(
         kopf.operator(
-            memo=kopf.Memo(namespaces=args.namespace),
+            registry=handlers.registry(),
+            memo=memo,
             clusterwide=not args.namespace,
             namespaces=args.namespace,
             standalone=True,  # the Lease decides who acts, not kopf's peering
@@ -160,10 +160,10 @@ async def _operate(
 
     def terminate(signum: int) -> None:
         logger.info("Signal %s received: stopping", signal.Signals(signum).name)
-        _terminating.set()
-        handlers.stop_passes()
+        ending.terminating.set()
+        handlers.stop_passes(memo)
         stop.set()
-        watchdog = threading.Timer(STOP_SECONDS, abandon)
+        watchdog = threading.Timer(STOP_SECONDS, ending.finish, (0,), {"abandoned": True})
         watchdog.daemon = True
         watchdog.start()
 
@@ -174,20 +174,37 @@ async def _operate(
     await operator
 
 
-_finishing = threading.Lock()
-_terminating = threading.Event()
+class Ending:
+    """How the process ends, from whichever thread gets there first (the main thread, the stop
+    watchdog, the Lease's keeper): the Lease released once acting has stopped (a standby takes
+    it at once), then exit, whatever threads are still blocked on the API server."""
 
+    def __init__(self, elector: Elector | None) -> None:
+        self.elector = elector
+        self.terminating = threading.Event()  # told to stop (SIGTERM/SIGINT)
+        self._finishing = threading.Lock()  # the watchdog or the main thread, never both
 
-def _finish(elector: Elector | None, code: int, abandoned: bool = False) -> None:
-    """Release the Lease once acting has stopped (a standby takes it at once) and exit,
-    whatever threads are still blocked on the API server."""
-    with _finishing:  # the watchdog or the main thread, never both
-        if abandoned:
-            logger.warning("Not stopped within %.0fs: abandoning passes in flight", STOP_SECONDS)
-        if elector is not None:
-            elector.release()
+    def finish(self, code: int, abandoned: bool = False) -> None:
+        with self._finishing:
+            if abandoned:
+                logger.warning(
+                    "Not stopped within %.0fs: abandoning passes in flight", STOP_SECONDS
+                )
+            if self.elector is not None:
+                self.elector.release()
+            logging.shutdown()
+            os._exit(code)
+
+    def lost(self, reason: str) -> None:
+        """Leadership is gone: stop acting at once; Kubernetes restarts the pod as a standby.
+        (While stopping anyway, that is just the end of the stop.)"""
+        if self.terminating.is_set():
+            logger.warning("Stopped: %s", reason)
+            logging.shutdown()
+            os._exit(0)
+        logger.error("Lost the leadership: %s; exiting so that another replica acts", reason)
         logging.shutdown()
-        os._exit(code)
+        os._exit(1)
 
 
 def _stand_by(elector: Elector) -> bool:
@@ -205,15 +222,3 @@ def _stand_by(elector: Elector) -> bool:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _lost(reason: str) -> None:
-    """Leadership is gone: stop acting at once; Kubernetes restarts the pod as a standby.
-    (While stopping anyway, that is just the end of the stop.)"""
-    if _terminating.is_set():
-        logger.warning("Stopped: %s", reason)
-        logging.shutdown()
-        os._exit(0)
-    logger.error("Lost the leadership: %s; exiting so that another replica acts", reason)
-    logging.shutdown()
-    os._exit(1)

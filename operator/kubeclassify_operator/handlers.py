@@ -1,10 +1,13 @@
-"""kopf glue: every trigger runs the same level-based `reconcile` for the affected classifier."""
+"""kopf glue: every trigger asks the pass queue (passes.py) for the same level-based
+`reconcile` of the affected classifier.
+
+The handlers are registered on a registry of their own (`registry()`), handed to kopf by the
+command line: importing this module registers nothing.
+"""
 
 import asyncio
+import functools
 import logging
-import threading
-from collections import defaultdict
-from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -19,23 +22,30 @@ from kubeclassify_operator.kube import (
     HPAS,
     USER_AGENT,
     Kube,
-    ObjectKey,
     RecordingKube,
     describe,
     load_config,
     namespace_terminating,
 )
 from kubeclassify_operator.names import INSTANCE_LABEL, MANAGED
+from kubeclassify_operator.passes import Done, Key, PassQueue
 from kubeclassify_operator.reconcile import EventPoster, reconcile, utcnow
 from kubeclassify_operator.spec import GROUP, PLURAL, VERSION
 
-RETRY_SECONDS = 10
-# A pass cut short by a transient API error is re-run on a fresh read after these pauses
-# (about 30 s in all): event handlers get no retries from kopf, so a lost pass would otherwise
-# wait for the next event. 409 is transient too: a re-read resolves the race.
+# A failed pass is retried after these pauses at first (about 30 s in all; the server's
+# Retry-After when longer), then every RETRY_SECONDS, as kopf retried a failed handler: the
+# queue is the only retry layer (kopf never sees a handler fail). 409 is transient too: a
+# re-read resolves the race.
 PASS_BACKOFFS = (0.2, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+RETRY_SECONDS = 10
 TRANSIENT_STATUSES = {409, 429, 500, 502, 503, 504}
 MAX_RETRY_AFTER = 60.0
+# Retries of all classifiers together start at most this often (a token bucket): an API
+# server answering 429 or 5xx to everyone gets a trickle, not a storm.
+RETRY_RATE = 5.0
+RETRY_BURST = 20
+# Passes run at once (kopf's executor is sized to match): each mostly waits on the API server.
+PASS_WORKERS = 8
 # While a same-name stranger blocks a child, look again this often (it may carry none of our
 # labels, so its deletion triggers no event here).
 CONFLICT_RECHECK_SECONDS = 5.0
@@ -51,29 +61,29 @@ KOPF_EXIT_TIMEOUT = 15.0
 
 logger = logging.getLogger(__name__)
 
-# One pass at a time per classifier, each on a fresh read: kopf runs the classifier's and its
-# children's handlers concurrently, and a pass working from a stale status would undo another's.
-_locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
-# The resourceVersion of each child as the latest pass read or wrote it: its watch event (the
-# echo of our own write, a change a pass already read, a re-list after a watch reconnects)
-# then starts no pass.
-_seen_versions: dict[ObjectKey, str] = {}
 _CHILDREN = {kind.plural for kind in WATCHED}
-# The HorizontalPodAutoscalers of ours that exist, by (namespace, name) as their watch and our
-# passes tell: with autoscaling off, a pass looks for a leftover one only when there is one.
-_hpas: set[tuple[str, str]] = set()
-# Classifiers with a recheck pending (see _recheck_later).
-_rechecks: set[tuple[str, str]] = set()
-_rechecks_lock = threading.Lock()
-# Classifiers with a coalesced pass pending, and the child versions that asked for it.
-_pending: dict[tuple[str, str], dict[ObjectKey, str | None]] = {}
-# Set when the operator stops: retry pauses end at once and no new pass starts.
-_stopping = threading.Event()
 
 
-@kopf.on.startup()
+def registry() -> kopf.OperatorRegistry:
+    """The operator's handlers, for `kopf.operator(registry=...)`."""
+    handlers = kopf.OperatorRegistry()
+    # kopf logs in as the Kubernetes client does (the kubeconfig, or the pod's ServiceAccount):
+    # what kopf's own default registry would pick, with the client installed.
+    kopf.on.login(registry=handlers)(kopf.login_via_client)
+    kopf.on.startup(registry=handlers)(configure)
+    kopf.on.cleanup(registry=handlers)(stopping)
+    for cause in (kopf.on.resume, kopf.on.create, kopf.on.update):
+        cause(GROUP, VERSION, PLURAL, registry=handlers)(classifier_changed)
+    for kind in WATCHED:
+        kopf.on.event(kind.group, kind.version, kind.plural, labels=MANAGED, registry=handlers)(
+            child_changed
+        )
+    return handlers
+
+
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Keep kopf's bookkeeping in our own annotations: the status belongs to the CRD schema."""
+    """Keep kopf's bookkeeping in our own annotations (the status belongs to the CRD schema),
+    and start the pass queue, in `memo` where every handler finds it."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -81,16 +91,35 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.networking.connect_timeout = KOPF_CONNECT_TIMEOUT
     settings.networking.request_timeout = KOPF_REQUEST_TIMEOUT
     settings.process.ultimate_exiting_timeout = KOPF_EXIT_TIMEOUT
+    settings.execution.max_workers = PASS_WORKERS
     memo["kube"] = Kube(load_config())
-    # Where conflict rechecks are queued and run: kopf's loop and kopf's handler threads.
-    memo["loop"] = asyncio.get_running_loop()
-    memo["executor"] = settings.execution.executor
+    passes = PassQueue(
+        functools.partial(_pass, memo),
+        _failed,
+        workers=PASS_WORKERS,
+        coalesce=COALESCE_SECONDS,
+        recheck=CONFLICT_RECHECK_SECONDS,
+        retry_rate=RETRY_RATE,
+        retry_burst=RETRY_BURST,
+    )
+    passes.start(asyncio.get_running_loop(), settings.execution.executor)
+    memo["passes"] = passes
 
 
-@kopf.on.cleanup()
-async def stopping(**_: Any) -> None:
-    """kopf has stopped (however it was told): no pass starts any more."""
-    stop_passes()
+async def stopping(memo: kopf.Memo, **_: Any) -> None:
+    """kopf has stopped (however it was told): no pass starts any more, and those in flight
+    end before kopf does (the command line's watchdog bounds the wait)."""
+    stop_passes(memo)
+    passes: PassQueue | None = memo.get("passes")
+    if passes is not None:
+        await passes.drained()
+
+
+def stop_passes(memo: kopf.Memo) -> None:
+    """Start no new pass; whoever waits for one returns (from kopf's event loop)."""
+    passes: PassQueue | None = memo.get("passes")
+    if passes is not None:
+        passes.stop()
 
 
 def _poster(kube: Kube, body: dict[str, Any]) -> EventPoster:
@@ -137,16 +166,15 @@ def _poster(kube: Kube, body: dict[str, Any]) -> EventPoster:
     return post
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=RETRY_SECONDS)
-@kopf.on.create(GROUP, VERSION, PLURAL, backoff=RETRY_SECONDS)
-@kopf.on.update(GROUP, VERSION, PLURAL, backoff=RETRY_SECONDS)
-def classifier_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """The classifier was created, edited, or found at startup (kopf retries a failure)."""
+async def classifier_changed(name: str, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """The classifier was created, edited, or found at startup: a pass at once. kopf records
+    it handled (its annotation) once that pass has run; the queue retries it while it fails."""
     if namespace:  # always set: the resource is namespaced
-        _reconcile_fresh(memo, namespace, name)
+        passes: PassQueue = memo["passes"]
+        await passes.pass_now((namespace, name), "a change of the classifier")
 
 
-def child_changed(
+async def child_changed(
     body: kopf.Body, type: str | None, resource: kopf.Resource, memo: kopf.Memo, **_: Any
 ) -> None:
     """A child was edited, deleted or changed state: restore it and refresh the status soon
@@ -157,19 +185,9 @@ def child_changed(
         return
     child = (resource.plural, namespace, body.metadata.name or "")
     version = None if type == "DELETED" else body.metadata.get("resourceVersion")
-    if resource.plural == HPAS.plural:
-        (_hpas.add if version else _hpas.discard)((namespace, child[2]))
-    if version is None:
-        _seen_versions.pop(child, None)
-    elif _seen_versions.get(child) == version:
-        return  # a pass read or wrote this very version already
-    _pass_soon(
-        memo, namespace, name, child, version, f"{resource.kind} {child[2]} {type or 'listed'}"
-    )
-
-
-for _kind in WATCHED:
-    kopf.on.event(_kind.group, _kind.version, _kind.plural, labels=MANAGED)(child_changed)
+    passes: PassQueue = memo["passes"]
+    why = f"{resource.kind} {child[2]} {type or 'listed'}"
+    passes.child_changed((namespace, name), child, version, why)
 
 
 def ref(namespace: str, name: str) -> str:
@@ -177,111 +195,48 @@ def ref(namespace: str, name: str) -> str:
     return f"[{namespace}/{name}]"
 
 
-def _pass_logged(memo: kopf.Memo, namespace: str, name: str, why: str) -> bool:
-    """A pass that kopf will not retry: its failure is logged here, naming the classifier
-    (kopf would name the child whose event started it); the next event or recheck retries."""
-    try:
-        _reconcile_fresh(memo, namespace, name)
-    except (ApiException, urllib3.exceptions.HTTPError) as exc:
-        logger.error("%s Pass after %s failed: %s", ref(namespace, name), why, describe(exc))
-        return False
-    except Exception:
-        logger.exception("%s Pass after %s failed", ref(namespace, name), why)
-        return False
-    return True
-
-
-def _reconcile_fresh(memo: kopf.Memo, namespace: str, name: str) -> None:
-    if not _stopping.is_set():
-        with _locks[namespace, name]:
-            _retried_pass(memo, namespace, name)
-
-
-def _pass_soon(
-    memo: kopf.Memo,
-    namespace: str,
-    name: str,
-    child: ObjectKey,
-    version: str | None,
-    why: str,
-) -> None:
-    """A pass in COALESCE_SECONDS, joined by every child change until it starts. It is
-    skipped if, by then, a pass has read each version that asked for it."""
-    key = namespace, name
-    with _rechecks_lock:
-        if key in _pending:
-            _pending[key][child] = version
-            return
-        _pending[key] = {child: version}
-
-    def run() -> None:
-        with _rechecks_lock:
-            asked = _pending.pop(key)
-        if any(v is None or _seen_versions.get(c) != v for c, v in asked.items()):
-            _pass_logged(memo, namespace, name, why)
-
-    _later(memo, COALESCE_SECONDS, run)
-
-
-def _later(memo: kopf.Memo, delay: float, run: Callable[[], None]) -> None:
-    """Run `run` in kopf's handler threads after `delay` seconds, from any thread.
-
-    Queued in kopf's event loop, so it ends with the operator (no thread of its own outlives
-    it). Not a kopf timer: those put a finalizer on the classifier, and deletion must never
-    wait for the operator.
-    """
-    loop: asyncio.AbstractEventLoop = memo["loop"]
-
-    def start() -> None:
-        loop.run_in_executor(memo["executor"], run)
-
-    loop.call_soon_threadsafe(loop.call_later, delay, start)
-
-
-def _remember(versions: dict[ObjectKey, str | None]) -> None:
-    """What a pass read or wrote of the children (not of the classifier, nor its Events)."""
-    for (plural, namespace, name), version in versions.items():
-        if plural not in _CHILDREN:
-            continue
-        if plural == HPAS.plural:
-            (_hpas.add if version else _hpas.discard)((namespace, name))
-        if version:
-            _seen_versions[plural, namespace, name] = version
-        else:
-            _seen_versions.pop((plural, namespace, name), None)
-
-
-def _retried_pass(memo: kopf.Memo, namespace: str, name: str) -> None:
+def _pass(memo: kopf.Memo, key: Key) -> Done:
+    """One pass of the classifier, on a fresh read of it (in one of the queue's workers)."""
+    namespace, name = key
     shared: Kube = memo["kube"]
-    for attempt, pause in enumerate((*PASS_BACKOFFS, None), start=1):
-        kube = RecordingKube(shared.api)
-        try:
-            owner = kube.get(CLASSIFIERS, namespace, name)
-            if owner is None or owner["metadata"].get("deletionTimestamp"):
-                return  # the classifier is gone; garbage collection removes the rest
-            post = _poster(shared, owner)
-            new = reconcile(kube, owner, post, hpa_may_exist=(namespace, name) in _hpas)
-            _remember(kube.versions)
-            _log_outcome(namespace, name, owner.get("status") or {}, new)
-            if status.in_conflict(new):
-                _recheck_later(memo, namespace, name)
-            return
-        except (ApiException, urllib3.exceptions.HTTPError) as exc:
-            if namespace_terminating(exc):
-                logger.debug("%s Namespace being deleted: nothing to do", ref(namespace, name))
-                return
-            delay = retry_delay(exc, pause)
-            if delay is None or _stopping.is_set():
-                raise
-            logger.warning(
-                "%s Pass %d failed (%s); retrying in %.1fs",
-                ref(namespace, name),
-                attempt,
-                describe(exc),
-                delay,
-            )
-            if _stopping.wait(delay):
-                return  # the operator is stopping; the next leader's first pass redoes it
+    passes: PassQueue = memo["passes"]
+    kube = RecordingKube(shared.api)
+    try:
+        owner = kube.get(CLASSIFIERS, namespace, name)
+        if owner is None or owner["metadata"].get("deletionTimestamp"):
+            return Done()  # the classifier is gone; garbage collection removes the rest
+        hpa_may_exist = passes.exists((HPAS.plural, namespace, name))
+        new = reconcile(kube, owner, _poster(shared, owner), hpa_may_exist=hpa_may_exist)
+    except (ApiException, urllib3.exceptions.HTTPError) as exc:
+        if namespace_terminating(exc):
+            logger.debug("%s Namespace being deleted: nothing to do", ref(namespace, name))
+            return Done()
+        raise
+    _log_outcome(namespace, name, owner.get("status") or {}, new)
+    # What the pass read or wrote of the children (not of the classifier, nor its Events).
+    versions = {child: v for child, v in kube.versions.items() if child[0] in _CHILDREN}
+    return Done(versions, recheck=status.in_conflict(new))
+
+
+def _failed(key: Key, exc: Exception, attempt: int, why: str) -> float:
+    """A pass was cut short: logged, and retried in the seconds returned (see PASS_BACKOFFS)."""
+    where = ref(*key)
+    pause = PASS_BACKOFFS[attempt - 1] if attempt <= len(PASS_BACKOFFS) else None
+    delay = retry_delay(exc, pause)
+    if delay is not None:
+        logger.warning(
+            "%s Pass %d failed (%s); retrying in %.1fs", where, attempt, describe(exc), delay
+        )
+        return delay
+    if isinstance(exc, ApiException | urllib3.exceptions.HTTPError):
+        logger.error(
+            "%s Pass after %s failed: %s; retrying in %ds", where, why, describe(exc), RETRY_SECONDS
+        )
+    else:  # a bug: its traceback
+        logger.error(
+            "%s Pass after %s failed; retrying in %ds", where, why, RETRY_SECONDS, exc_info=exc
+        )
+    return RETRY_SECONDS
 
 
 def _log_outcome(namespace: str, name: str, before: dict[str, Any], after: dict[str, Any]) -> None:
@@ -291,26 +246,6 @@ def _log_outcome(namespace: str, name: str, before: dict[str, Any], after: dict[
         logger.warning("%s Spec rejected: %s", ref(namespace, name), ready.get("message"))
     else:
         logger.debug("%s Reconciled: %s", ref(namespace, name), ready.get("reason"))
-
-
-def stop_passes() -> None:
-    """Start no new pass, and end the retry pauses of those in flight at once."""
-    _stopping.set()
-
-
-def _recheck_later(memo: kopf.Memo, namespace: str, name: str) -> None:
-    """Run one more pass in a while (one pending recheck per classifier at most)."""
-    with _rechecks_lock:
-        if (namespace, name) in _rechecks:
-            return
-        _rechecks.add((namespace, name))
-
-    def run() -> None:
-        with _rechecks_lock:
-            _rechecks.discard((namespace, name))
-        _pass_logged(memo, namespace, name, "a recheck of a conflict")
-
-    _later(memo, CONFLICT_RECHECK_SECONDS, run)
 
 
 def retry_delay(exc: Exception, pause: float | None) -> float | None:
