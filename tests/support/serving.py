@@ -101,9 +101,7 @@ def free_port() -> int:
         return port
 
 
-def start_server(
-    log_dir: Path, *flags: str, env: Mapping[str, str] = os.environ
-) -> RunningServer:
+def start_server(log_dir: Path, *flags: str, env: Mapping[str, str] = os.environ) -> RunningServer:
     """Start `modelserver serve` on free ports (HTTP and gRPC); does not wait for readiness."""
     port, grpc_port = free_port(), free_port()
     command = [sys.executable, "-m", "modelserver", "serve", *listen_flags(port, grpc_port)]
