@@ -298,6 +298,52 @@ class ModelSource(Model):
 
 _EMPTY_DEFAULT: dict[str, Any] = {"default": {}}
 
+# How long a canary may go without all its pods ready (never ready, or readiness lost) before
+# the operator rolls it back: a model converted at start-up takes up to a minute.
+DEFAULT_MAX_UNREADY_SECONDS = 120
+
+
+class GatewayRef(Model):
+    """A Gateway API Gateway (gateway.networking.k8s.io), as an HTTPRoute's parentRef names it."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=f"^{DNS_SUBDOMAIN}$")
+    """The Gateway's name."""
+    namespace: str | None = Field(default=None, min_length=1, max_length=63)
+    """The Gateway's namespace; unset: the classifier's."""
+    section_name: str | None = Field(default=None, min_length=1, max_length=253)
+    """The Gateway's listener to attach to; unset: every listener that allows the route."""
+
+
+class Canary(Model):
+    """A second track of pods serving a new model (or image, runtime or server settings)
+    beside the stable one, and the share of the traffic it takes.
+
+    A field left out is the stable track's; a block given (runtime, server) replaces the
+    stable one's as a whole. Promote it by moving its fields into the spec and removing it
+    (one `kubectl patch`); remove it to roll back."""
+
+    traffic_percent: int = Field(ge=0, le=100)
+    """The share of the requests the canary takes, in percent (required). Without a gateway
+    the replicas are split by it (10 replicas at 20: 8 stable, 2 canary) and the Service
+    spreads connections over all ready pods; status.canary says the share the ready pods
+    give. 0: the canary runs no pods."""
+    model_source: ModelSource | None = None
+    """The canary's model file; unset: the stable track's model."""
+    image: str | None = Field(default=None, min_length=1, pattern=r"^\S+$")
+    """The canary's model-server image; unset: the stable track's (or the operator's choice
+    for the canary's spec)."""
+    runtime: Runtime | None = None
+    """The canary's backend and precision; unset: the stable track's."""
+    server: ServerSettings | None = None
+    """The canary's server settings; unset: the stable track's."""
+    max_unready_seconds: int = Field(default=DEFAULT_MAX_UNREADY_SECONDS, ge=10, le=3600)
+    """How long the canary's pods may stay not ready (never ready yet, or readiness lost)
+    before the operator rolls the canary back (traffic 0, a Warning Event). A crash loop, an
+    OOM kill or a model that fails to load rolls it back at once."""
+    gateway: GatewayRef | None = None
+    """Split the traffic at this Gateway instead (an HTTPRoute with weighted backends, a
+    Service per track); the replicas are still split by trafficPercent."""
+
 
 class ImageClassifierSpec(Model):
     """The desired state of one classifier; every field has a default except autoscaling."""
@@ -351,16 +397,37 @@ class ImageClassifierSpec(Model):
     model_source: ModelSource | None = None
     """A model file to serve instead of spec.model (from object storage, a URL, a
     PersistentVolumeClaim or the image); unset: the built-in model."""
+    canary: Canary | None = None
+    """A canary: a second track serving a new model beside this one, with a share of the
+    traffic; unset: the stable track alone (removing it rolls the canary back)."""
 
     @model_validator(mode="after")
     def _backend_runs_the_format(self) -> Self:
         """Not in the CRD either: refused in the status, not by `kubectl apply`."""
-        source = self.model_source
-        if source and source.model_format == "openvino" and self.runtime.backend == "tensorflow":
-            raise FieldError(
-                "runtime.backend", "tensorflow cannot run an OpenVINO IR: use auto or openvino"
-            )
+        tracks = [("", self)] + ([("canary.", self.canary_spec())] if self.canary else [])
+        for prefix, track in tracks:
+            source, backend = track.model_source, track.runtime.backend
+            if source and source.model_format == "openvino" and backend == "tensorflow":
+                raise FieldError(
+                    f"{prefix}runtime.backend",
+                    "tensorflow cannot run an OpenVINO IR: use auto or openvino",
+                )
         return self
+
+    def canary_spec(self) -> "ImageClassifierSpec":
+        """What the canary's pods run: this spec with the canary's overrides, and no canary.
+
+        Built without validation (the parts are valid, and the checks of the whole are made
+        on this spec for both tracks)."""
+        canary = self.canary
+        if canary is None:
+            return self
+        overrides = {
+            name: value
+            for name in ("model_source", "image", "runtime", "server")
+            if (value := getattr(canary, name)) is not None
+        }
+        return self.model_copy(update={**overrides, "canary": None})
 
     @model_validator(mode="after")
     def _autoscaling_needs_cpu(self) -> Self:
