@@ -7,7 +7,6 @@ it, CEL rules included.
 """
 
 import functools
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from gateway_api import GATEWAY_API
 from kubeclassify_operator.builders import Owner, build_service, with_last_applied
 from kubeclassify_operator.names import INSTANCE_LABEL, MANAGED_BY_LABEL, selector_labels
 from kubeclassify_operator.routes import (
@@ -33,8 +33,6 @@ from kubeclassify_operator.spec import parse_spec
 
 OWNER = Owner(name="cats", namespace="ml", uid="0b7c3f9e-1111-2222-3333-444455556666")
 K8S_VERSION = "1.37.0"
-REPO = Path(__file__).resolve().parents[2]
-GATEWAY_API = Path(os.environ.get("KUBECLASSIFY_SHARED", REPO.parent / "shared")) / "gateway-api"
 PERCENTS = range(101)
 
 
