@@ -50,6 +50,8 @@ HPAS = Kind("autoscaling", "v2", "horizontalpodautoscalers")
 PODS = Kind("", "v1", "pods")
 EVENTS = Kind("", "v1", "events")
 CLASSIFIERS = Kind(GROUP, VERSION, PLURAL)
+# The Gateway API's (issue 20): a CRD many clusters do not have (see Kube.serves).
+HTTPROUTES = Kind("gateway.networking.k8s.io", "v1", "httproutes")
 
 
 def load_config(retries: int | None = None) -> ApiClient:
@@ -105,6 +107,15 @@ class Kube:
 
     def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
         return self.request("GET", kind.path(namespace, name))
+
+    def serves(self, kind: Kind) -> bool:
+        """Whether the API server has this kind (discovery, which every user may read).
+
+        For a kind from a CRD that may not be installed: a write to a kind the server does
+        not have is a 404, which `request` answers as None like an object that is not there.
+        """
+        found = self.request("GET", kind.prefix) or {}
+        return any(resource.get("name") == kind.plural for resource in found.get("resources", []))
 
     def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
         return self.request("POST", kind.path(namespace), body)

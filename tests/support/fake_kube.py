@@ -47,7 +47,8 @@ def apply_merge_patch(target: Any, patch: Any) -> Any:
 
 
 class FakeKube(Kube):
-    """A `Kube` whose API server is a dict; only the five object calls are served."""
+    """A `Kube` whose API server is a dict; only the five object calls (and discovery of a
+    kind) are served."""
 
     def __init__(self) -> None:
         # No ApiClient: nothing here may reach a network.
@@ -55,19 +56,29 @@ class FakeKube(Kube):
         self.writes: list[Write] = []
         self._refusals: dict[tuple[str, str], ApiException] = {}
         self._versions = itertools.count(1)
+        # The kinds (plurals) this API server does not have, as a CRD not installed: discovery
+        # leaves them out, reads and writes of them are 404s.
+        self.missing: set[str] = set()
 
     def request(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
         raise AssertionError(f"FakeKube serves get, create, patch, delete and list only: {args}")
 
     # ------------------------------------------------------------------ the operator's calls
 
+    def serves(self, kind: Kind) -> bool:
+        return kind.plural not in self.missing
+
     def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
         self._refused("get", kind)
+        if kind.plural in self.missing:
+            return None
         found = self.objects.get((kind.plural, namespace, name))
         return copy.deepcopy(found)
 
     def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> dict[str, Any] | None:
         self._refused("create", kind)
+        if kind.plural in self.missing:
+            return None  # a 404, as Kube answers one
         name = body["metadata"]["name"]
         if (kind.plural, namespace, name) in self.objects:
             raise ApiException(status=409, reason="Conflict")
