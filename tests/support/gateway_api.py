@@ -28,17 +28,17 @@ def install(plane: ControlPlane) -> None:
     annotation of a client-side apply) and wait until they serve."""
     plane.kubectl("apply", "--server-side", "--force-conflicts", f"--filename={GATEWAY_API}")
     plane.wait_crds_established()
-    _wait(plane, lambda: _serves(plane), "the Gateway API to be served")
+    _wait(plane, lambda: served(plane), "the Gateway API to be served")
 
 
 def uninstall(plane: ControlPlane) -> None:
     """Delete the CRDs (and with them every Gateway API object) and wait until they are gone."""
     names = [f"{crd}.{GROUP}" for crd in CRDS]
     plane.kubectl("delete", "crd", "--ignore-not-found", "--wait=true", *names, timeout=120)
-    _wait(plane, lambda: not _serves(plane), "the Gateway API to be gone")
+    _wait(plane, lambda: not served(plane), "the Gateway API to be gone")
 
 
-def _serves(plane: ControlPlane) -> bool:
+def served(plane: ControlPlane) -> bool:
     """Whether discovery lists HTTPRoutes (what the operator asks before writing one)."""
     done = plane.kubectl("get", "--raw", f"/apis/{GROUP}/v1", check=False)
     if done.returncode != 0:

@@ -16,7 +16,7 @@ from typing import Any, Protocol, TypeVar
 import pytest
 import requests
 from kube_emulator import ApiServerEmulator, Call
-from kubeclassify_operator.children import WATCHED
+from kubeclassify_operator.children import CHILDREN, WATCHED
 from kubeclassify_operator.kube import CLASSIFIERS, USER_AGENT, Kind
 from kubeclassify_operator.spec import GROUP, KIND, VERSION
 from serving import free_port
@@ -86,8 +86,17 @@ class Cluster:
             time.sleep(0.05)
 
 
-# Where each kind the tests read lives: the operator's own table, and the Deployments' ReplicaSets.
-KINDS = {kind.plural: kind for kind in (CLASSIFIERS, *WATCHED, Kind("apps", "v1", "replicasets"))}
+# Where each kind the tests read lives: the operator's own table (the children, watched or not,
+# and the pods), and the Deployments' ReplicaSets.
+KINDS = {
+    kind.plural: kind
+    for kind in (
+        CLASSIFIERS,
+        *WATCHED,
+        *(child.api for child in CHILDREN),
+        Kind("apps", "v1", "replicasets"),
+    )
+}
 
 
 class Namespace:
