@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 CLIENTS_VENV ?= .venv-clients
 PORT ?= 5000
 
-.PHONY: serve test test-unit system-deps lint crd chart images bench bench-operator bench-node install-server install-dev clean
+.PHONY: serve test test-unit system-deps lint crd chart images bench bench-operator bench-node bench-images install-server install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,12 @@ bench-operator: install-dev
 # image as a plain process; attaches to $KUBECLASSIFY_E2E_K8S_RUN's cluster, else runs its own.
 bench-node: install-dev
 	$(BIN)/python bench/node_e2e.py
+
+# On the real node (root, buildah, ../shared): the lean default server image against today's (built
+# from BASELINE_REF's worktree in /tmp): apply to Ready, start to /readyz, sizes, throughput, memory.
+BASELINE_REF ?= 9b35e0a
+bench-images: install-dev
+	$(BIN)/python bench/images.py --baseline-ref $(BASELINE_REF)
 
 clean:
 	rm -rf $(VENV)
