@@ -83,6 +83,11 @@ class Images:
     operator: str
     archives: tuple[Path, ...]
 
+    def operator_id(self) -> str:
+        """The operator image's id, as a pod's status names it (`sha256:...`)."""
+        archive = next(a for a in self.archives if a.stem == "operator")
+        return "sha256:" + archive.with_name(archive.name + ".id").read_text().strip()
+
 
 def build_images() -> Images:
     """Run scripts/build-images.sh; it prints `IMAGE ARCHIVE` for each image."""
@@ -303,8 +308,21 @@ class NodeCluster:
     def install_operator(self) -> None:
         """`kubectl apply -k tests/e2e/overlay` (the README's `kubectl apply -k deploy/`, the
         operator's image and the server images it runs swapped for those built here); returns
-        once both operator pods are rolled out and Ready."""
+        once both operator pods are rolled out and Ready, running the image built here: on a
+        reused node the tag is the same and the image new, which nothing else would restart."""
         self.kubectl("apply", "--kustomize", str(OPERATOR_OVERLAY))
+        running = {
+            status.get("imageID")
+            for pod in self.pods(
+                OPERATOR_NAMESPACE, f"app.kubernetes.io/name={OPERATOR_DEPLOYMENT}"
+            )
+            for status in pod.get("status", {}).get("containerStatuses", [])
+        }
+        if running - {self.images.operator_id()}:
+            self.kubectl(
+                "rollout", "restart", f"deployment/{OPERATOR_DEPLOYMENT}",
+                "--namespace", OPERATOR_NAMESPACE,
+            )  # fmt: skip
         self.kubectl(
             "rollout", "status", f"deployment/{OPERATOR_DEPLOYMENT}", "--namespace",
             OPERATOR_NAMESPACE, "--timeout=300s", timeout=330,
