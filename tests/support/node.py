@@ -317,6 +317,7 @@ class NodeCluster:
                 OPERATOR_NAMESPACE, f"app.kubernetes.io/name={OPERATOR_DEPLOYMENT}"
             )
             for status in pod.get("status", {}).get("containerStatuses", [])
+            if status.get("imageID")  # none yet: a pod being made runs what was just loaded
         }
         if running - {self.images.operator_id()}:
             self.kubectl(
