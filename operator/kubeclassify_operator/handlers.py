@@ -6,8 +6,10 @@ command line: importing this module registers nothing.
 """
 
 import asyncio
+import copy
 import functools
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -20,9 +22,12 @@ from kubeclassify_operator.kube import (
     CLASSIFIERS,
     EVENTS,
     HPAS,
+    PODS,
     USER_AGENT,
+    CachedKube,
+    Kind,
     Kube,
-    RecordingKube,
+    ObjectKey,
     describe,
     load_config,
     namespace_terminating,
@@ -58,6 +63,9 @@ COALESCE_SECONDS = 2.0
 KOPF_CONNECT_TIMEOUT = 5.0
 KOPF_REQUEST_TIMEOUT = 30.0
 KOPF_EXIT_TIMEOUT = 15.0
+# A pass takes its copies of the children from kopf's event loop: bounded, should the loop
+# be stuck (it never is for long: the copies are a few dict lookups away).
+SNAPSHOT_TIMEOUT = 30.0
 
 logger = logging.getLogger(__name__)
 
@@ -75,13 +83,32 @@ def registry() -> kopf.OperatorRegistry:
     for cause in (kopf.on.resume, kopf.on.create, kopf.on.update):
         cause(GROUP, VERSION, PLURAL, registry=handlers)(classifier_changed)
     for kind in WATCHED:
-        kopf.on.event(kind.group, kind.version, kind.plural, labels=MANAGED, registry=handlers)(
-            child_changed
-        )
+        resource = (kind.group, kind.version, kind.plural)
+        kopf.index(*resource, id=index_id(kind), labels=MANAGED, registry=handlers)(copy_of)
+        kopf.on.event(*resource, labels=MANAGED, registry=handlers)(child_changed)
     return handlers
 
 
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+def index_id(kind: Kind) -> str:
+    """The name of the kopf index that keeps the copies of one watched kind."""
+    return f"copies-{kind.plural}"
+
+
+async def copy_of(body: kopf.Body, **_: Any) -> dict[Key, dict[str, Any]] | None:
+    """The latest copy of a watched child or pod, by its classifier (namespace, name): what
+    passes read instead of GETs and LISTs. kopf keeps these indices from its watch streams,
+    updates one before the event's handlers run, and runs no handler before every watched
+    kind's first listing is in."""
+    meta = body.metadata
+    name = meta.labels.get(INSTANCE_LABEL)
+    if not (name and meta.namespace):
+        return None
+    obj = copy.deepcopy(dict(body))
+    obj["metadata"].pop("managedFields", None)  # nothing reads them: half a pod's size
+    return {(meta.namespace, name): obj}
+
+
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **kwargs: Any) -> None:
     """Keep kopf's bookkeeping in our own annotations (the status belongs to the CRD schema),
     and start the pass queue, in `memo` where every handler finds it."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
@@ -93,6 +120,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.process.ultimate_exiting_timeout = KOPF_EXIT_TIMEOUT
     settings.execution.max_workers = PASS_WORKERS
     memo["kube"] = Kube(load_config())
+    # kopf's indices, the watches' copies (kopf hands each handler each index by its id).
+    memo["indices"] = {index_id(kind): kwargs[index_id(kind)] for kind in WATCHED}
+    memo["loop"] = asyncio.get_running_loop()
     passes = PassQueue(
         functools.partial(_pass, memo),
         _failed,
@@ -200,12 +230,17 @@ def _pass(memo: kopf.Memo, key: Key) -> Done:
     namespace, name = key
     shared: Kube = memo["kube"]
     passes: PassQueue = memo["passes"]
-    kube = RecordingKube(shared.api)
+    loop: asyncio.AbstractEventLoop = memo["loop"]
+    children, pods = asyncio.run_coroutine_threadsafe(copies(memo, key), loop).result(
+        SNAPSHOT_TIMEOUT
+    )
+    kube = CachedKube(shared.api, children, pods)
     try:
         owner = kube.get(CLASSIFIERS, namespace, name)
         if owner is None or owner["metadata"].get("deletionTimestamp"):
             return Done()  # the classifier is gone; garbage collection removes the rest
-        hpa_may_exist = passes.exists((HPAS.plural, namespace, name))
+        hpa = (HPAS.plural, namespace, name)
+        hpa_may_exist = hpa in children or passes.exists(hpa)
         new = reconcile(kube, owner, _poster(shared, owner), hpa_may_exist=hpa_may_exist)
     except (ApiException, urllib3.exceptions.HTTPError) as exc:
         if namespace_terminating(exc):
@@ -216,6 +251,36 @@ def _pass(memo: kopf.Memo, key: Key) -> Done:
     # What the pass read or wrote of the children (not of the classifier, nor its Events).
     versions = {child: v for child, v in kube.versions.items() if child[0] in _CHILDREN}
     return Done(versions, recheck=status.in_conflict(new))
+
+
+async def copies(
+    memo: kopf.Memo, key: Key
+) -> tuple[dict[ObjectKey, dict[str, Any]], list[dict[str, Any]]]:
+    """The watches' copies of the classifier's children and pods, as a pass starts (on kopf's
+    loop, where the indices change). A child is left out, to be read from the API server,
+    when the copy may be older than what a pass saw: a pass found it missing or deleted it
+    since the watch last saw it, or read or wrote a later version."""
+    indices: Mapping[str, kopf.Index[Key, dict[str, Any]]] = memo["indices"]
+    passes: PassQueue = memo["passes"]
+    children: dict[ObjectKey, dict[str, Any]] = {}
+    for kind in WATCHED:
+        if kind == PODS:
+            continue
+        for obj in indices[index_id(kind)].get(key, ()):
+            meta = obj["metadata"]
+            ref = (kind.plural, meta["namespace"], meta["name"])
+            if passes.exists(ref) and not older(meta["resourceVersion"], passes.seen(ref)):
+                children[ref] = obj
+    return children, list(indices[index_id(PODS)].get(key, ()))
+
+
+def older(version: str, than: str | None) -> bool:
+    """Whether a copy at `version` predates `than`. resourceVersions are etcd's revisions,
+    integers (clients are told not to rely on it: a version that is not one counts as current,
+    as the copy is at least as recent as the event that asked for the pass)."""
+    if not than or not (version.isdigit() and than.isdigit()):
+        return False
+    return int(version) < int(than)
 
 
 def _failed(key: Key, exc: Exception, attempt: int, why: str) -> float:

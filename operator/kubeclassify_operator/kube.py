@@ -4,7 +4,9 @@ The typed models of the official client get in the way of comparing manifests as
 this speaks plain JSON with JSON merge patches, which every resource supports.
 """
 
+import copy
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -182,6 +184,49 @@ class RecordingKube(Kube):
 
     def list(self, kind: Kind, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
         items = super().list(kind, namespace, selector)
+        for item in items:
+            self._saw(kind, namespace, item["metadata"]["name"], item)
+        return items
+
+
+class CachedKube(RecordingKube):
+    """A RecordingKube for one pass that reads children and pods from the copies the watches
+    keep instead of asking the API server: `children`, the children found there by key, and
+    `pods`, the classifier's pods there (None: list them from the API server).
+
+    A child not among `children` is read from the API server, as is every kind not watched: it
+    may be a same-name stranger (not labelled as ours, so not watched), or one a pass wrote
+    whose watch event has not come in yet. The copies are at least as recent as the watch
+    event that asked for the pass, so a pass never reads a state older than what triggered
+    it; a newer state is news whose own event asks for another pass."""
+
+    def __init__(
+        self,
+        api: ApiClient,
+        children: Mapping[ObjectKey, dict[str, Any]],
+        pods: list[dict[str, Any]] | None,
+    ) -> None:
+        super().__init__(api)
+        self.children = children
+        self.pods = pods
+
+    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        cached = self.children.get((kind.plural, namespace, name))
+        if cached is None:
+            return super().get(kind, namespace, name)
+        obj = copy.deepcopy(cached)  # the watches' copy is shared: a pass must not alter it
+        self._saw(kind, namespace, name, obj)
+        return obj
+
+    def list(self, kind: Kind, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        if kind != PODS or self.pods is None:
+            return super().list(kind, namespace, selector)
+        items = [
+            copy.deepcopy(item)
+            for item in self.pods
+            if item["metadata"].get("namespace") == namespace
+            and selector.items() <= item["metadata"].get("labels", {}).items()
+        ]
         for item in items:
             self._saw(kind, namespace, item["metadata"]["name"], item)
         return items

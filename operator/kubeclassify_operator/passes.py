@@ -148,6 +148,10 @@ class PassQueue:
         set lookup)."""
         return child in self._existing
 
+    def seen(self, child: ObjectKey) -> str | None:
+        """The version of `child` the latest pass read or wrote (None: none, or missing)."""
+        return self._seen.get(child)
+
     def _note(self, child: ObjectKey, version: str | None) -> None:
         (self._existing.add if version else self._existing.discard)(child)
 

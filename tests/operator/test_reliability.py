@@ -261,10 +261,15 @@ def test_killed_between_deployment_and_service_then_restarted(
     operator_process.stop()
     operator_process.start()
     ns.cluster.wait(
-        lambda: [c for c in journal.since(mark, ns.name) if c.resource == "pods"],
-        what="the resumed operator's pass (its last read is the pod list)",
+        lambda: [
+            c
+            for c in journal.since(mark, ns.name)
+            if (c.resource, c.verb) == ("imageclassifiers", "get")
+            and c.agent.startswith(USER_AGENT)
+        ],
+        what="the resumed operator's pass (its one read: the children come from the watches)",
     )
-    time.sleep(1)  # kopf's own bookkeeping, if any, follows the handler
+    time.sleep(1)  # its writes, if any, and kopf's own bookkeeping follow
     assert journal.writes(mark) == []
 
 
