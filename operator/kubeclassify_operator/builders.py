@@ -26,8 +26,11 @@ from kubeclassify_operator.names import (
     MODEL_SOURCE_HASH,
     PORT_NAME,
     TEMPLATE_HASH,
+    TRACK_LABEL,
+    Track,
     common_labels,
     selector_labels,
+    track_labels,
 )
 from kubeclassify_operator.spec import (
     GROUP,
@@ -155,7 +158,7 @@ def _source_part(spec: ImageClassifierSpec, source: ModelSource) -> PodPart:
     env = {"MODEL_FILE": model.path} | ({"MODEL_LABELS": labels.path} if labels else {})
     part = PodPart(
         env=_env(env),
-        annotations=((MODEL_SOURCE_HASH, _digest(source.model_dump(exclude_defaults=True))),),
+        annotations=((MODEL_SOURCE_HASH, digest(source.model_dump(exclude_defaults=True))),),
     )
     downloads: list[tuple[str, list[str]]] = []  # (init container, `modelserver fetch` args)
     if model.remote:
@@ -233,7 +236,7 @@ def _fetcher(
     return container
 
 
-def _digest(value: Any) -> str:
+def digest(value: Any) -> str:
     """A short stable digest of a JSON value."""
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -423,24 +426,36 @@ def build_deployment(
     spec: ImageClassifierSpec,
     current_replicas: int | None = None,
     images: ServerImages | None = None,
+    *,
+    replicas: int | None = None,
+    track: Track = Track.STABLE,
 ) -> dict[str, Any]:
-    """The model-server Deployment, in the image `images.server_image` chooses from `images`
-    (None: the published ones), which may refuse the spec.
+    """One track's model-server Deployment, in the image `images.server_image` chooses from
+    `images` (None: the published ones), which may refuse the spec.
 
-    With autoscaling the HPA owns `.spec.replicas`: the Deployment keeps whatever the HPA
-    last set (`current_replicas`), starting at minReplicas, so the operator never fights it.
+    `replicas`, when given, is the count (the canary's split decides it); otherwise, with
+    autoscaling the HPA owns `.spec.replicas`: the Deployment keeps whatever the HPA last set
+    (`current_replicas`), starting at minReplicas, so the operator never fights it.
+
+    Every pod carries its track's label. The stable Deployment's selector stays the
+    classifier's (a selector is immutable), so it matches the canary's pods too; they are
+    never its pods all the same: a ReplicaSet only counts and deletes the pods it controls
+    (their controller ownerReference) and adopts orphans that match its own selector, which
+    includes the pod-template-hash, different for each track's template. The canary's
+    selector has the track label, so it matches no stable pod.
     """
-    if spec.autoscaling is None:
-        replicas = spec.replicas
-    elif current_replicas is not None:
-        replicas = current_replicas
-    else:
-        replicas = spec.autoscaling.min_replicas
+    if replicas is None:
+        if spec.autoscaling is None:
+            replicas = spec.replicas
+        elif current_replicas is not None:
+            replicas = current_replicas
+        else:
+            replicas = spec.autoscaling.min_replicas
     labels = common_labels(owner.name)
     parts = pod_parts(spec)
     template = {
         "metadata": {
-            "labels": {**spec.pod_labels, **labels},
+            "labels": {**spec.pod_labels, **labels, TRACK_LABEL: track.value},
             "annotations": {
                 **DEFAULT_POD_ANNOTATIONS,
                 **spec.pod_annotations,
@@ -449,13 +464,19 @@ def build_deployment(
         },
         "spec": _pod_spec(spec, parts, server_image(spec, images or ServerImages())),
     }
+    metadata = _metadata(owner)
+    selector = selector_labels(owner.name)
+    if track is not Track.STABLE:
+        metadata["name"] = track.deployment(owner.name)
+        metadata["labels"] = {**metadata["labels"], TRACK_LABEL: track.value}
+        selector = track_labels(owner.name, track)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(owner),
+        "metadata": metadata,
         "spec": {
             "replicas": replicas,
-            "selector": {"matchLabels": selector_labels(owner.name)},
+            "selector": {"matchLabels": selector},
             "strategy": {
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
@@ -466,7 +487,7 @@ def build_deployment(
 
 
 def _hash(template: dict[str, Any]) -> str:
-    return _digest(_with_hash(template, None))
+    return digest(_with_hash(template, None))
 
 
 def _with_hash(template: dict[str, Any], value: str | None) -> dict[str, Any]:

@@ -15,16 +15,43 @@ from kubeclassify_operator.builders import (
     build_hpa,
     build_service,
     keep_template_hash,
+    last_applied,
     user_env_start,
 )
 from kubeclassify_operator.images import ServerImages
 from kubeclassify_operator.kube import DEPLOYMENTS, HPAS, PODS, SERVICES, Kind
-from kubeclassify_operator.names import ConditionType, Reason
+from kubeclassify_operator.names import ConditionType, Reason, Track
 from kubeclassify_operator.spec import ImageClassifierSpec
 
 Object = dict[str, Any] | None  # a child as read from the API; None: there is none
-Builder = Callable[[Owner, ImageClassifierSpec, Object, ServerImages], dict[str, Any] | None]
-"""build(owner, spec, current, images): the child as the spec wants it, given the one that
+
+
+@dataclass(frozen=True)
+class Split:
+    """What a pass decided about the tracks (see `canary.split`): each Deployment's replicas,
+    and the share of the requests a gateway sends to the canary."""
+
+    stable: int
+    canary: int | None = None
+    """None: no canary Deployment (one the operator made is deleted)."""
+    canary_weight: int = 0
+    """The percent of requests an HTTPRoute sends to the canary: its trafficPercent while
+    all its pods are ready, else 0."""
+    keep_canary: bool = False
+    """The canary is being removed (rolled back or promoted): its Deployment is left as it
+    is, serving, until the stable track has its full count of ready pods."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the builders need besides the spec: the images to choose from, and the split."""
+
+    images: ServerImages
+    split: Split
+
+
+Builder = Callable[[Owner, ImageClassifierSpec, Object, Context], dict[str, Any] | None]
+"""build(owner, spec, current, context): the child as the spec wants it, given the one that
 exists; None when the spec wants none."""
 
 
@@ -51,9 +78,19 @@ class ChildKind:
     condition: tuple[ConditionType, Callable[[Object], Verdict]] | None = None
     # For a child a spec may not want: whether this one does (the builder is not asked when
     # not), and the note of the Event when the operator deletes the one it made.
-    optional: tuple[Callable[[ImageClassifierSpec], bool], str] | None = None
-    # The kind of the child this one acts on: never written while that one is a stranger's.
+    optional: tuple[Callable[[ImageClassifierSpec, Context], bool], str] | None = None
+    # The key of the child this one acts on: never written while that one is a stranger's.
     acts_on: str | None = None
+    # The track whose Deployment this is: it names the child, `<name>` or `<name>-canary`.
+    track: Track = Track.STABLE
+
+    @property
+    def key(self) -> str:
+        """What `status.Observed` is keyed by: the kind, and the track if not the stable one."""
+        return self.kind if self.track is Track.STABLE else f"{self.kind}/{self.track.value}"
+
+    def name(self, classifier: str) -> str:
+        return self.track.deployment(classifier)
 
     def verbs(self) -> tuple[str, ...]:
         """What the operator does with it: watch it, read, create and patch it in a pass,
@@ -116,21 +153,38 @@ def service_verdict(service: Object) -> Verdict:
 
 
 def _deployment(
-    owner: Owner, spec: ImageClassifierSpec, current: Object, images: ServerImages
+    owner: Owner, spec: ImageClassifierSpec, current: Object, context: Context
 ) -> dict[str, Any]:
-    """The Deployment, keeping the replicas an HPA set and the current template's hash."""
-    replicas = current.get("spec", {}).get("replicas") if current else None
-    return keep_template_hash(build_deployment(owner, spec, replicas, images), current)
+    """The stable Deployment with the split's count (an HPA's, with autoscaling), keeping the
+    current template's hash."""
+    built = build_deployment(owner, spec, images=context.images, replicas=context.split.stable)
+    return keep_template_hash(built, current)
+
+
+def _canary(
+    owner: Owner, spec: ImageClassifierSpec, current: Object, context: Context
+) -> dict[str, Any] | None:
+    """The canary's Deployment: what `spec.canary_spec()` runs, with the split's count; the
+    one that exists, as it was applied, while it is being removed."""
+    split = context.split
+    if split.keep_canary and current is not None:
+        return last_applied(current) or None
+    if split.canary is None:
+        return None
+    built = build_deployment(
+        owner, spec.canary_spec(), images=context.images, replicas=split.canary, track=Track.CANARY
+    )
+    return keep_template_hash(built, current)
 
 
 def _service(
-    owner: Owner, spec: ImageClassifierSpec, current: Object, images: ServerImages
+    owner: Owner, spec: ImageClassifierSpec, current: Object, context: Context
 ) -> dict[str, Any]:
     return build_service(owner, spec)
 
 
 def _hpa(
-    owner: Owner, spec: ImageClassifierSpec, current: Object, images: ServerImages
+    owner: Owner, spec: ImageClassifierSpec, current: Object, context: Context
 ) -> dict[str, Any] | None:
     return build_hpa(owner, spec)
 
@@ -181,6 +235,17 @@ DEPLOYMENT = ChildKind(
     spec_fields=_deployment_fields,
     condition=(ConditionType.DEPLOYMENT_AVAILABLE, deployment_verdict),
 )
+CANARY = ChildKind(
+    kind="Deployment",
+    api=DEPLOYMENTS,
+    build=_canary,
+    spec_fields=_deployment_fields,
+    optional=(
+        lambda spec, context: context.split.canary is not None or context.split.keep_canary,
+        "canary removed",
+    ),
+    track=Track.CANARY,
+)
 SERVICE = ChildKind(
     kind="Service",
     api=SERVICES,
@@ -193,19 +258,21 @@ HPA = ChildKind(
     api=HPAS,
     build=_hpa,
     spec_fields=lambda spec: _HPA_FIELDS,
-    optional=(lambda spec: spec.autoscaling is not None, "autoscaling off"),
-    acts_on=DEPLOYMENT.kind,  # never autoscale someone else's Deployment
+    optional=(lambda spec, context: spec.autoscaling is not None, "autoscaling off"),
+    acts_on=DEPLOYMENT.key,  # never autoscale someone else's Deployment
 )
 # In the order a pass applies them (an HPA after the Deployment it scales) and their
 # conditions appear in the status.
-CHILDREN = (DEPLOYMENT, SERVICE, HPA)
-BY_KIND = {child.kind: child for child in CHILDREN}
+CHILDREN = (DEPLOYMENT, CANARY, SERVICE, HPA)
+# The child an API server's refusal of a kind is about: the stable track's for a Deployment
+# (the canary's fields are the same ones, under spec.canary where it overrides them).
+BY_KIND = {child.kind: child for child in reversed(CHILDREN)}
 
 # The pods are the Deployment's, not the operator's: only listed and watched, to tell why they
 # are not ready.
 POD_VERBS = ("list", "watch")
 # Whose changes start a pass.
-WATCHED = (*(child.api for child in CHILDREN), PODS)
+WATCHED = tuple(dict.fromkeys((*(child.api for child in CHILDREN), PODS)))
 
 
 def grants() -> set[tuple[str, str, str]]:

@@ -147,6 +147,12 @@ def build_crd() -> dict[str, Any]:
                         },
                         {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
                         {"name": "Ready", "type": "string", "jsonPath": ".status.ready"},
+                        {
+                            "name": "Canary",
+                            "type": "integer",
+                            "description": "The canary's share of the requests, in percent",
+                            "jsonPath": ".status.canary.trafficPercent",
+                        },
                         {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint"},
                         {"name": "Status", "type": "string", "jsonPath": f"{ready}.reason"},
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

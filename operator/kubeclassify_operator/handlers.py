@@ -250,7 +250,7 @@ def _pass(memo: kopf.Memo, key: Key) -> Done:
     _log_outcome(namespace, name, owner.get("status") or {}, new)
     # What the pass read or wrote of the children (not of the classifier, nor its Events).
     versions = {child: v for child, v in kube.versions.items() if child[0] in _CHILDREN}
-    return Done(versions, recheck=status.in_conflict(new))
+    return Done(versions, recheck=status.needs_recheck(new))
 
 
 async def copies(

@@ -20,6 +20,8 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 # What every child carries, and so what the watches of children select.
 MANAGED = {MANAGED_BY_LABEL: MANAGER}
+# Which track a pod serves (see Track): on the pod templates, and in the canary's selector.
+TRACK_LABEL = f"{GROUP}/track"
 
 # Annotations.
 # The manifest the operator applied last, so the next patch can remove dropped fields.
@@ -53,6 +55,23 @@ def selector_string(name: str) -> str:
 
 def common_labels(name: str) -> dict[str, str]:
     return {**selector_labels(name), COMPONENT_LABEL: COMPONENT, **MANAGED}
+
+
+class Track(StrEnum):
+    """The two Deployments of a classifier: the stable one, named after it, and a canary's,
+    `<name>-canary`. The Service selects the pods of both (selector_labels)."""
+
+    STABLE = "stable"
+    CANARY = "canary"
+
+    def deployment(self, name: str) -> str:
+        """The name of this track's Deployment."""
+        return name if self is Track.STABLE else f"{name}-{self.value}"
+
+
+def track_labels(name: str, track: Track) -> dict[str, str]:
+    """The labels that select one track's pods (the canary's selector, a track's Service)."""
+    return {**selector_labels(name), TRACK_LABEL: track.value}
 
 
 class ConditionType(StrEnum):
@@ -91,6 +110,8 @@ class Reason(StrEnum):
     SERVICE_MISSING = "ServiceMissing"
     LOAD_BALANCER_PENDING = "LoadBalancerPending"
     ENDPOINT_ASSIGNED = "EndpointAssigned"
+    # The canary (besides the pods' reasons, which roll it back).
+    CANARY_NOT_READY = "CanaryNotReady"
 
 
 class EventReason(StrEnum):
@@ -101,3 +122,7 @@ class EventReason(StrEnum):
     DELETED = "Deleted"
     READY = "Ready"
     REPLICAS_IGNORED = "ReplicasIgnored"
+    CANARY_STARTED = "CanaryStarted"
+    CANARY_PROMOTED = "CanaryPromoted"
+    CANARY_REMOVED = "CanaryRemoved"
+    CANARY_ROLLED_BACK = "CanaryRolledBack"

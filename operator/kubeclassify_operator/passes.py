@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 class Done:
     """What a pass that ran to its end learned: the version of every child it read or wrote
     (None: found missing, or deleted), and whether it wants another look later (a same-name
-    stranger may go without any event telling us)."""
+    stranger may go without any event telling us, a canary's unready clock runs without any)."""
 
     versions: Mapping[ObjectKey, str | None] = field(default_factory=dict)
     recheck: bool = False
@@ -234,7 +234,7 @@ class PassQueue:
             if not waiter.done():
                 waiter.set_result(None)
         if done.recheck:
-            self.request(key, self.recheck, "a recheck of a conflict")
+            self.request(key, self.recheck, "a recheck")
         self._push(key)
 
     def fail(self, key: Key, exc: Exception) -> None:

@@ -10,16 +10,26 @@ it and reports Ready=False/ChildConflict until it is gone.
 
 import datetime
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from kubeclassify_operator import builders, rejections, status
+from kubeclassify_operator import builders, canary, rejections, status
 from kubeclassify_operator.builders import Owner
-from kubeclassify_operator.children import CHILDREN, DEPLOYMENT, ChildKind, Object, controlled_by
+from kubeclassify_operator.children import (
+    CANARY,
+    CHILDREN,
+    DEPLOYMENT,
+    HPA,
+    ChildKind,
+    Context,
+    Object,
+    controlled_by,
+)
 from kubeclassify_operator.images import ServerImages, configured
 from kubeclassify_operator.kube import CLASSIFIERS, PODS, Kube
-from kubeclassify_operator.names import EventReason, Reason, selector_labels
+from kubeclassify_operator.names import EventReason, Reason, Track, selector_labels
 from kubeclassify_operator.spec import ImageClassifierSpec, InvalidSpec, check_name, parse_spec
 
 EventPoster = Callable[[str, str, str], None]
@@ -61,23 +71,30 @@ def reconcile(
     previous: dict[str, Any] = dict(body.get("status") or {})
     generation = body["metadata"].get("generation")
     news = None  # spec.replicas newly ignored (autoscaling): worth an Event
+    now = utcnow()
+    told: list[tuple[str, str, str]] = []  # the canary's Events
     try:
         check_name(owner.name)  # before any child: a name one child refuses leaves half
         spec = parse_spec(dict(body.get("spec") or {}))
-        children, created = _apply_children(
-            kube, owner, spec, post, hpa_may_exist, images or configured()
+        applied = _apply_children(
+            kube, owner, spec, previous, post, hpa_may_exist, images or configured(), now
         )
     except InvalidSpec as exc:
         new = status.invalid_status(
-            previous=previous, message=str(exc), generation=generation, now=utcnow()
+            previous=previous, message=str(exc), generation=generation, now=now
         )
     else:
-        observed = status.Observed(
-            children,
-            # A Deployment made just now has no pods yet: their events start the next pass.
-            pods=[]
-            if DEPLOYMENT.kind in created
-            else kube.list(PODS, owner.namespace, selector_labels(owner.name)),
+        observed = status.Observed(applied.children, applied.pods)
+        mine = observed.own(owner.uid)
+        state = applied.canary if mine[CANARY] is not None else None
+        tracks, shown = canary.tracks(
+            spec,
+            state,
+            mine[DEPLOYMENT],
+            mine[CANARY],
+            mine.track_pods(Track.STABLE),
+            mine.track_pods(Track.CANARY),
+            owner.name,
         )
         new = status.compute_status(
             name=owner.name,
@@ -86,54 +103,94 @@ def reconcile(
             observed=observed,
             previous=previous,
             generation=generation,
-            now=utcnow(),
+            now=now,
+            tracks=tracks,
+            canary=shown,
         )
         news = status.replicas_news(spec, previous)
+        told = canary.events(previous.get("canary"), shown)
     if new != previous:
         # Events first: whoever sees the new status finds its Event already there (a status
         # write that fails and is retried may announce twice, never zero times).
         _announce_readiness(status.ready_condition(previous), status.ready_condition(new), post)
         if news:
             post("Warning", EventReason.REPLICAS_IGNORED, news)
+        for event in told:
+            post(*event)
         patch = builders.merge_patch(previous, new)
         kube.patch(CLASSIFIERS, owner.namespace, owner.name, {"status": patch}, sub="status")
     return new
+
+
+@dataclass(frozen=True)
+class _Applied:
+    """What a pass found and made: the children the spec wants as they now stand, by key (a
+    stranger's included), the classifier's pods as listed before any write, and the canary's
+    state as assessed from them."""
+
+    children: dict[str, Object]
+    pods: list[dict[str, Any]]
+    canary: status.CanaryStatus | None
 
 
 def _apply_children(
     kube: Kube,
     owner: Owner,
     spec: ImageClassifierSpec,
+    previous: dict[str, Any],
     post: EventPoster,
     hpa_may_exist: bool,
     images: ServerImages,
-) -> tuple[dict[str, Object], set[str]]:
-    """Create-or-patch each child this classifier controls; a same-name stranger is skipped.
+    now: str,
+) -> _Applied:
+    """Read the children, decide the split, then create-or-patch each child this classifier
+    controls; a same-name stranger is skipped.
 
-    Returns the children the spec wants as they now stand, by kind, for the status to read
-    (a stranger's included), and the kinds this pass created."""
+    Not looked for: an HPA the caller knows is not there (`hpa_may_exist`) and the spec does
+    not want, and a canary Deployment when there is no spec.canary and the status names none.
+    """
+    maybe = {
+        HPA.key: hpa_may_exist or spec.autoscaling is not None,
+        CANARY.key: spec.canary is not None or "canary" in previous,
+    }
+    found = {
+        child.key: kube.get(child.api, owner.namespace, child.name(owner.name))
+        for child in CHILDREN
+        if maybe.get(child.key, True)
+    }
+    # No Deployment yet, no pods yet: their events start the next pass.
+    any_deployment = found.get(DEPLOYMENT.key) or found.get(CANARY.key)
+    pods = kube.list(PODS, owner.namespace, selector_labels(owner.name)) if any_deployment else []
+    seen = status.Observed(found, pods).own(owner.uid)
+    canary_pods = seen.track_pods(Track.CANARY)
+    state = canary.assess(spec, seen[CANARY], canary_pods, previous.get("canary"), now)
+    split = canary.split(spec, state, seen[DEPLOYMENT], seen[CANARY], canary_pods)
+    context = Context(images, split)
     children: dict[str, Object] = {}
-    created: set[str] = set()
     for child in CHILDREN:
-        wanted = child.optional is None or child.optional[0](spec)
-        if not (wanted or hpa_may_exist):
+        if child.key not in found:
             continue
-        current = kube.get(child.api, owner.namespace, owner.name)
-        desired = child.build(owner, spec, current, images) if wanted else None
+        current = found[child.key]
+        if child is CANARY and split.keep_canary:
+            stable = children.get(DEPLOYMENT.key)
+            desired_stable = DEPLOYMENT.build(owner, spec, found[DEPLOYMENT.key], context)
+            if desired_stable and canary.stable_settled(desired_stable, stable):
+                context = replace(context, split=replace(split, keep_canary=False))
+        wanted = child.optional is None or child.optional[0](spec, context)
+        desired = child.build(owner, spec, current, context) if wanted else None
         if desired is None:
             if child.optional and current is not None and controlled_by(current, owner.uid):
-                kube.delete(child.api, owner.namespace, owner.name)
+                name = child.name(owner.name)
+                kube.delete(child.api, owner.namespace, name)
                 note = child.optional[1]
-                post("Normal", EventReason.DELETED, f"Deleted {child.kind} {owner.name} ({note})")
+                post("Normal", EventReason.DELETED, f"Deleted {child.kind} {name} ({note})")
             continue
         target = children.get(child.acts_on) if child.acts_on else None
         if child.acts_on and not (target is not None and controlled_by(target, owner.uid)):
-            children[child.kind] = current  # never act on someone else's child
+            children[child.key] = current  # never act on someone else's child
             continue
-        children[child.kind] = _apply(kube, child, spec, desired, current, owner, post)
-        if current is None:
-            created.add(child.kind)
-    return children, created
+        children[child.key] = _apply(kube, child, spec, desired, current, owner, post)
+    return _Applied(children, pods, state)
 
 
 def _apply(

@@ -27,8 +27,10 @@ from kubeclassify_operator.names import (
     FETCH_MODEL,
     GRPC_PORT_NAME,
     TEMPLATE_HASH,
+    TRACK_LABEL,
     ConditionType,
     Reason,
+    Track,
     selector_string,
 )
 from kubeclassify_operator.spec import ImageClassifierSpec
@@ -107,6 +109,48 @@ class ModelStatus(_Model):
     """The source and the precision, as kubectl get shows them in the MODEL column."""
 
 
+class TrackStatus(_Model):
+    """One track of pods: the stable one, or the canary's."""
+
+    name: Literal["stable", "canary"]
+    """stable or canary."""
+    deployment: str
+    """The track's Deployment."""
+    replicas: int
+    """Pods the track's Deployment wants."""
+    ready_replicas: int
+    """Its pods that are ready to serve."""
+    model: str
+    """What its pods serve: the model's source and the precision asked for."""
+    traffic_percent: int
+    """The share of the requests it takes now, in percent: its ready pods out of all ready
+    pods (the Service spreads connections evenly over them), or a gateway's weight."""
+
+
+class CanaryStatus(_Model):
+    """The canary, while spec.canary is set or its Deployment is being removed."""
+
+    state: Literal["Progressing", "Serving", "RolledBack", "Promoting", "Removing"]
+    """Progressing (its pods are not all ready: no shrinking of the stable track yet),
+    Serving (it takes its share), RolledBack (it failed: no pods, no traffic, until its spec
+    changes), Promoting or Removing (spec.canary is gone: it serves until the stable track
+    has all its pods ready, then its Deployment is deleted)."""
+    traffic_percent: int
+    """The share of the requests it takes now, in percent (kubectl get's CANARY column)."""
+    requested_percent: int | None = None
+    """spec.canary.trafficPercent."""
+    spec_hash: str
+    """A digest of what its pods run: a rollback holds for this canary spec only, and a
+    stable spec that equals it after spec.canary is removed is a promotion."""
+    reason: str | None = None
+    """Why it was rolled back: CrashLoopBackOff, ModelLoadFailed, OOMKilled or
+    CanaryNotReady (not all its pods ready for longer than maxUnreadySeconds)."""
+    message: str | None = None
+    """Why, in a sentence for people."""
+    unready_since: str | None = None
+    """Since when its pods have not all been ready (the clock of maxUnreadySeconds)."""
+
+
 class ImageClassifierStatus(_Model):
     """What the operator observed; `ready` is the `ready/desired` text for `kubectl get`."""
 
@@ -128,7 +172,14 @@ class ImageClassifierStatus(_Model):
     """host:port of the Service's gRPC port (Open Inference Protocol), once the Service has an
     address; absent while spec.server.grpc is false."""
     model: ModelStatus | None = None
-    """The model the pods serve."""
+    """The model the (stable track's) pods serve."""
+    tracks: list[TrackStatus] | None = Field(
+        default=None,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    """Per track (stable, and the canary's while there is one): pods, model and traffic."""
+    canary: CanaryStatus | None = None
+    """The canary, while there is one (spec.canary, or its Deployment being removed)."""
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
@@ -147,7 +198,12 @@ class Observed:
     pods: list[dict[str, Any]] = field(default_factory=list)
 
     def __getitem__(self, child: ChildKind) -> Object:
-        return self.children.get(child.kind)
+        return self.children.get(child.key)
+
+    def track_pods(self, track: Track) -> list[dict[str, Any]]:
+        """The pods of one track (the pods the pass lists are the classifier's, both tracks'):
+        a pod without the label is the stable track's (made before there were tracks)."""
+        return [pod for pod in self.pods if track_of(pod) is track]
 
     def foreign(self, uid: str) -> list[dict[str, Any]]:
         """The children that exist but are not controlled by the classifier with this uid."""
@@ -160,6 +216,18 @@ class Observed:
             for kind, c in self.children.items()
         }
         return Observed(mine, self.pods)
+
+
+def track_of(pod: dict[str, Any]) -> Track:
+    labels = pod.get("metadata", {}).get("labels") or {}
+    return Track.CANARY if labels.get(TRACK_LABEL) == Track.CANARY else Track.STABLE
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    return any(
+        cond.get("type") == "Ready" and cond.get("status") == "True"
+        for cond in pod.get("status", {}).get("conditions", [])
+    )
 
 
 def conflict_verdict(foreign: list[dict[str, Any]]) -> Verdict | None:
@@ -390,8 +458,9 @@ def ready_verdict(observed: Observed) -> Verdict:
     deployment = observed[DEPLOYMENT]
     if deployment is None:
         return Verdict("False", Reason.DEPLOYMENT_MISSING, "the Deployment does not exist yet")
-    pods = current_pods(deployment, observed.pods)
-    live = [pod for pod in observed.pods if not pod.get("metadata", {}).get("deletionTimestamp")]
+    stable = observed.track_pods(Track.STABLE)
+    pods = current_pods(deployment, stable)
+    live = [pod for pod in stable if not pod.get("metadata", {}).get("deletionTimestamp")]
     verdict = _readiness(deployment, observed[SERVICE], pods, older_pods=len(live) > len(pods))
     return with_note(verdict, restart_note(pods))
 
@@ -489,16 +558,25 @@ def compute_status(
     previous: dict[str, Any],
     generation: int | None,
     now: str,
+    tracks: list[TrackStatus] | None = None,
+    canary: CanaryStatus | None = None,
 ) -> dict[str, Any]:
-    """The full status of a valid ImageClassifier from its children.
+    """The full status of a valid ImageClassifier from its children, with the tracks and the
+    canary as `canary.tracks` sees them.
 
     A same-name object this classifier does not control is reported, never counted as its own.
+    The counts are both tracks'; Ready is the stable track's (a canary's trouble rolls it back,
+    and the classifier serves on).
     """
     conflict = conflict_verdict(observed.foreign(uid))
     mine = observed.own(uid)
     deployment, service = mine[DEPLOYMENT], mine[SERVICE]
     desired = desired_replicas(deployment) if deployment else None
     ready = int(deployment.get("status", {}).get("readyReplicas", 0)) if deployment else 0
+    if canary is not None and desired is not None:
+        canary_track = [track for track in tracks or [] if track.name == Track.CANARY.value]
+        desired += sum(track.replicas for track in canary_track)
+        ready += sum(track.ready_replicas for track in canary_track)
     endpoint = endpoint_of(service)
     verdicts: dict[str, Verdict] = {
         READY: with_note(conflict or ready_verdict(mine), replicas_notice(spec))
@@ -518,7 +596,11 @@ def compute_status(
         endpoint=endpoint,
         url=f"http://{endpoint}/predict" if endpoint else None,
         grpc_endpoint=endpoint_of(service, GRPC_PORT_NAME) if spec.server.grpc else None,
-        model=model_status(spec, current_pods(deployment, mine.pods) if deployment else []),
+        model=model_status(
+            spec, current_pods(deployment, mine.track_pods(Track.STABLE)) if deployment else []
+        ),
+        tracks=tracks or None,
+        canary=canary,
     )
     result = status.model_dump(by_alias=True, exclude_none=True, exclude={"conditions"})
     result["conditions"] = merge_conditions(
@@ -580,3 +662,11 @@ def in_conflict(status: dict[str, Any]) -> bool:
     """Whether Ready is False because a same-name stranger blocks a child."""
     ready = ready_condition(status)
     return ready is not None and ready.get("reason") == Reason.CHILD_CONFLICT
+
+
+def needs_recheck(status: dict[str, Any]) -> bool:
+    """Whether to look again though no event may come: a same-name stranger blocks a child
+    (it may go without an event telling us), or a canary's unready clock runs (a pod that
+    stays Pending changes nothing when the bound passes)."""
+    running = (status.get("canary") or {}).get("state") == "Progressing"
+    return in_conflict(status) or running

@@ -6,7 +6,15 @@ from pathlib import Path
 import pytest
 import yaml
 from kubeclassify_operator.builders import Owner
-from kubeclassify_operator.children import BY_KIND, CHILDREN, WATCHED, ChildKind, grants
+from kubeclassify_operator.children import (
+    BY_KIND,
+    CHILDREN,
+    WATCHED,
+    ChildKind,
+    Context,
+    Split,
+    grants,
+)
 from kubeclassify_operator.images import ServerImages
 from kubeclassify_operator.spec import parse_spec
 
@@ -35,25 +43,32 @@ def test_the_cluster_role_grants_exactly_what_the_children_need() -> None:
 
 
 def test_only_an_optional_child_is_ever_deleted() -> None:
-    assert {child.kind for child in CHILDREN if "delete" in child.verbs()} == {
-        "HorizontalPodAutoscaler"
+    assert {child.key for child in CHILDREN if "delete" in child.verbs()} == {
+        "Deployment/canary",
+        "HorizontalPodAutoscaler",
     }
 
 
-@pytest.mark.parametrize("child", CHILDREN, ids=lambda child: child.kind)
+def test_each_kind_is_watched_once() -> None:
+    assert len(WATCHED) == len(set(WATCHED))
+
+
+@pytest.mark.parametrize("child", CHILDREN, ids=lambda child: child.key)
 def test_each_builder_makes_its_kind_where_the_registry_says(child: ChildKind) -> None:
-    spec = parse_spec({"autoscaling": {"maxReplicas": 3}})
-    built = child.build(Owner("cats", "ns", "uid"), spec, None, ServerImages())
+    spec = parse_spec({"autoscaling": {"maxReplicas": 3}, "canary": {"trafficPercent": 20}})
+    context = Context(ServerImages(), Split(stable=2, canary=1))
+    built = child.build(Owner("cats", "ns", "uid"), spec, None, context)
     assert built is not None
     assert built["kind"] == child.kind
+    assert built["metadata"]["name"] == child.name("cats")
     group, _, version = built["apiVersion"].rpartition("/")
     assert (group, version) == (child.api.group, child.api.version)
-    assert BY_KIND[child.kind] is child
+    assert BY_KIND[child.kind].kind == child.kind
 
 
 def test_a_child_acts_only_on_one_applied_before_it() -> None:
     """The pass decides whether it may write an HPA from the Deployment it already applied."""
-    kinds = [child.kind for child in CHILDREN]
+    kinds = [child.key for child in CHILDREN]
     for index, child in enumerate(CHILDREN):
         if child.acts_on:
             assert child.acts_on in kinds[:index]

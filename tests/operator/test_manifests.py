@@ -94,7 +94,7 @@ def test_crd_api_surface() -> None:
         },
     }
     columns = [c["name"].upper() for c in version["additionalPrinterColumns"]]
-    assert columns == ["MODEL", "REPLICAS", "READY", "ENDPOINT", "STATUS", "AGE"]
+    assert columns == ["MODEL", "REPLICAS", "READY", "CANARY", "ENDPOINT", "STATUS", "AGE"]
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
     assert spec["model"].items() >= {"default": "resnet50", "enum": ["resnet50"]}.items()
     assert spec["replicas"]["minimum"] == 0 and spec["replicas"]["default"] == 1

@@ -139,7 +139,7 @@ def test_a_conflict_is_rechecked_later_once() -> None:
     q.complete(A, Done(recheck=True))
     assert q.next_start() == 105.0
     clock.advance(5)
-    assert q.take() == [(A, "a recheck of a conflict")]
+    assert q.take() == [(A, "a recheck")]
     q.complete(A, Done(recheck=False))  # the stranger is gone
     clock.advance(60)
     assert started(q) == []

@@ -67,7 +67,8 @@ def test_cluster_role_grants_exactly_what_the_operator_uses(
 ) -> None:
     ns = plane_ns
     earlier = {event["auditID"] for event in plane.audit_events(OPERATOR_USER)}
-    # Every write path: create all children, patch a drifted one, delete the HPA, post events.
+    # Every write path: create all children, patch a drifted one, delete the HPA and a
+    # canary's Deployment, post events.
     ns.create_classifier("least", {"autoscaling": {"maxReplicas": 3}})
     ns.wait_for("horizontalpodautoscalers", "least", timeout=WAIT)
     for kind, drift, restored in [
@@ -83,6 +84,12 @@ def test_cluster_role_grants_exactly_what_the_operator_uses(
         ns.wait_for(kind, "least", restored, f"the drifted {kind} to be restored", WAIT)
     ns.cluster.patch(ns.path("imageclassifiers", "least"), {"spec": {"autoscaling": None}})
     ns.cluster.wait(lambda: ns.get("horizontalpodautoscalers", "least") is None, WAIT, "HPA gone")
+    # A canary made and removed: its Deployment deleted (at 0 replicas, no kubelet needed).
+    least = ns.path("imageclassifiers", "least")
+    ns.cluster.patch(least, {"spec": {"replicas": 0, "canary": {"trafficPercent": 0}}})
+    ns.wait_for("deployments", "least-canary", timeout=WAIT)
+    ns.cluster.patch(least, {"spec": {"canary": None}})
+    ns.cluster.wait(lambda: ns.get("deployments", "least-canary") is None, WAIT, "canary gone")
     ns.cluster.wait(lambda: ns.events("least"), WAIT, "an Event")
     run_namespace_mode(plane, plane_cluster, launch_plane_operator)
 

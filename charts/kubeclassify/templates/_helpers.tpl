@@ -49,10 +49,11 @@ when the whole cluster is watched, else a Role's in each watched namespace.
 - apiGroups: [kubeclassify.io]
   resources: [imageclassifiers/finalizers]
   verbs: [update]
-# The children: create-or-patch; the HPA is also deleted when autoscaling is switched off.
+# The children: create-or-patch; the HPA is also deleted when autoscaling is switched off,
+# and a canary's Deployment when spec.canary is removed.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch, create, patch]
