@@ -94,8 +94,11 @@ class Autoscaling(Model):
     """The average CPU use, in percent of resources.requests.cpu, that the HPA aims for."""
 
 
+# Measured on the node (bench/images.py, docs/benchmarks.md): the default image's pod works in
+# about 290 MiB after load, 390 at its peak; the TensorFlow image's in about 740, 1.4 GiB at its
+# start-up conversion, which the limit leaves room for.
 DEFAULT_RESOURCES: dict[str, Any] = {
-    "requests": {"cpu": "500m", "memory": "1Gi"},
+    "requests": {"cpu": "500m", "memory": "512Mi"},
     "limits": {"memory": "2Gi"},
 }
 
@@ -129,7 +132,7 @@ class Resources(Model):
         default_factory=dict, json_schema_extra={"maxProperties": 16}
     )
     """Amounts reserved for each pod, by resource name (cpu, memory, nvidia.com/gpu, ...);
-    cpu 500m and memory 1Gi unless set."""
+    cpu 500m and memory 512Mi unless set."""
     limits: dict[str, Quantity] = Field(
         default_factory=dict, json_schema_extra={"maxProperties": 16}
     )

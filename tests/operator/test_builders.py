@@ -134,7 +134,7 @@ def test_deployment_runs_the_server_safely() -> None:
     assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
     assert pod["terminationGracePeriodSeconds"] > 5 + 30  # the sleep, then 30 s of draining
     assert container["resources"] == {
-        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "requests": {"cpu": "500m", "memory": "512Mi"},
         "limits": {"memory": "2Gi"},
     }
     for key in ("nodeSelector", "tolerations", "affinity", "imagePullSecrets"):

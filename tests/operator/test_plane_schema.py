@@ -166,7 +166,7 @@ def test_defaults_are_visible_in_the_stored_object(
     spec = yaml.safe_load(got)["spec"]
     assert spec["replicas"] == 1 and spec["model"] == "resnet50"
     assert spec["resources"] == {
-        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "requests": {"cpu": "500m", "memory": "512Mi"},
         "limits": {"memory": "2Gi"},
     }
     assert spec["service"] == {"type": "LoadBalancer", "port": 80, "grpcPort": 8081}

@@ -129,21 +129,21 @@ def test_gpu_limits_alone_are_fine() -> None:
 @pytest.mark.parametrize(
     ("resources", "requests", "limits"),
     [
-        ({}, {"cpu": "500m", "memory": "1Gi"}, {"memory": "2Gi"}),
+        ({}, {"cpu": "500m", "memory": "512Mi"}, {"memory": "2Gi"}),
         # A partial block keeps the other defaults; the memory limit rises to the request.
         ({"requests": {"memory": "4Gi"}}, {"cpu": "500m", "memory": "4Gi"}, {"memory": "4Gi"}),
-        ({"requests": {"memory": "512Mi"}}, {"cpu": "500m", "memory": "512Mi"}, {"memory": "2Gi"}),
-        ({"requests": {"cpu": 2}}, {"cpu": 2, "memory": "1Gi"}, {"memory": "2Gi"}),
+        ({"requests": {"memory": "768Mi"}}, {"cpu": "500m", "memory": "768Mi"}, {"memory": "2Gi"}),
+        ({"requests": {"cpu": 2}}, {"cpu": 2, "memory": "512Mi"}, {"memory": "2Gi"}),
         # A CPU limit below the default request pulls the request down, as Kubernetes would.
         (
             {"limits": {"cpu": "250m"}},
-            {"cpu": "250m", "memory": "1Gi"},
+            {"cpu": "250m", "memory": "512Mi"},
             {"cpu": "250m", "memory": "2Gi"},
         ),
-        ({"limits": {"memory": "512Mi"}}, {"cpu": "500m", "memory": "512Mi"}, {"memory": "512Mi"}),
+        ({"limits": {"memory": "256Mi"}}, {"cpu": "500m", "memory": "256Mi"}, {"memory": "256Mi"}),
         (
             {"requests": {"nvidia.com/gpu": 1}, "limits": {"nvidia.com/gpu": 1}},
-            {"cpu": "500m", "memory": "1Gi", "nvidia.com/gpu": 1},
+            {"cpu": "500m", "memory": "512Mi", "nvidia.com/gpu": 1},
             {"memory": "2Gi", "nvidia.com/gpu": 1},
         ),
         # A fully given block is taken as it is.
