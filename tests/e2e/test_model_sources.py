@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import requests
 from accuracy import expected_label, logit_bound, readme_probabilities, tolerance
+from claims import host_path_claim
 from node import NODE_IP, NodeCluster
 from s3_server import S3Server, running_s3_server
 from serving import EXPECTED_TOP1
@@ -94,46 +95,6 @@ def claim_folder(model: Path, labels: Path) -> Iterator[Path]:
         shutil.rmtree(root)
 
 
-@contextlib.contextmanager
-def host_path_claim(node_cluster: NodeCluster, folder: Path, namespace: str) -> Iterator[None]:
-    """A hostPath PersistentVolume on `folder`, named after the namespace (so unique) and
-    reserved for the claim CLAIM there, and that claim; the volume is deleted afterwards."""
-    volume = f"kubeclassify-{namespace}-models"
-    node_cluster.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": volume},
-            "spec": {
-                "capacity": {"storage": "100Mi"},
-                "accessModes": ["ReadOnlyMany"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": "",
-                "hostPath": {"path": str(folder), "type": "Directory"},
-                "claimRef": {"namespace": namespace, "name": CLAIM},
-            },
-        }
-    )
-    try:
-        node_cluster.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {"name": CLAIM},
-                "spec": {
-                    "accessModes": ["ReadOnlyMany"],
-                    "storageClassName": "",
-                    "volumeName": volume,
-                    "resources": {"requests": {"storage": "100Mi"}},
-                },
-            },
-            namespace,
-        )
-        yield
-    finally:
-        node_cluster.kubectl("delete", "persistentvolume", volume, "--wait=false")
-
-
 def seconds_to_ready(classifier: dict[str, Any]) -> float:
     """From creation to Ready=True, by the API server's clock (whole seconds)."""
     [ready] = [c for c in classifier["status"]["conditions"] if c["type"] == "Ready"]
@@ -188,7 +149,7 @@ def delivered(
         store_with_model(tmp_path_factory.mktemp("seaweedfs"), model, labels) as store,
         claim_folder(model, labels) as folder,
         node_cluster.namespace() as namespace,
-        host_path_claim(node_cluster, folder, namespace),
+        host_path_claim(node_cluster, folder, namespace, CLAIM),
     ):
         secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SECRET}}
         node_cluster.apply({**secret, "stringData": store.env}, namespace)
