@@ -341,3 +341,18 @@ def test_a_canary_whose_model_fails_to_load_is_rolled_back_and_not_retried() -> 
     kube.update(CLASSIFIERS, NAMESPACE, NAME, {"spec": fixed})
     status = run_pass(kube, events)
     assert replicas(kube) == (5, 1) and status["canary"]["state"] == "Progressing"
+
+
+def test_with_autoscaling_the_canary_follows_the_hpas_count_and_the_hpa_keeps_its_own() -> None:
+    kube, events = FakeKube(), list[Event]()
+    autoscaling = {"minReplicas": 2, "maxReplicas": 10}
+    kube.classifier(NAME, {"autoscaling": autoscaling, "canary": {"trafficPercent": 20}})
+    run_pass(kube, events)
+    assert replicas(kube) == (2, 1)  # minReplicas, and at least 1 canary pod
+    kube.update(DEPLOYMENTS, NAMESPACE, NAME, {"spec": {"replicas": 8}})  # the HPA scales up
+    controllers(kube, {NAME: 8, CANARY_NAME: 1})
+    run_pass(kube, events)
+    assert replicas(kube) == (8, 2)  # 2 of 10 pods; the HPA's 8 left alone
+    controllers(kube, {NAME: 8, CANARY_NAME: 2})
+    status = run_pass(kube, events)
+    assert replicas(kube) == (8, 2) and status["canary"]["trafficPercent"] == 20
