@@ -15,6 +15,7 @@ from typing import Any
 from kubeclassify_operator.builders import digest, is_subset
 from kubeclassify_operator.children import Object, Split
 from kubeclassify_operator.names import EventReason, Reason, Track
+from kubeclassify_operator.routes import route_share
 from kubeclassify_operator.spec import ImageClassifierSpec
 from kubeclassify_operator.status import (
     CanaryStatus,
@@ -177,11 +178,13 @@ def tracks(
     stable_pods: list[dict[str, Any]],
     canary_pods: list[dict[str, Any]],
     name: str,
+    route: Object = None,
 ) -> tuple[list[TrackStatus], CanaryStatus | None]:
     """The status per track, and the canary's with the share in force.
 
     The share is what the ready pods give (each ready pod of either track is one endpoint of
-    the Service), or with a gateway the HTTPRoute's weight while the canary has ready pods."""
+    the Service), or with a gateway the weights of the HTTPRoute as it stands (`route`: none
+    yet, or no Gateway API, is the replica split)."""
     ready = {
         Track.STABLE: _ready(stable, stable_pods),
         Track.CANARY: _ready(canary, canary_pods),
@@ -189,8 +192,8 @@ def tracks(
     total = sum(ready.values())
     share = {track: round(100 * count / total) if total else 0 for track, count in ready.items()}
     gateway = spec.canary is not None and spec.canary.gateway is not None
-    if gateway and state is not None and ready[Track.CANARY]:
-        weight = (state.requested_percent or 0) if state.state == "Serving" else 0
+    weight = route_share(route) if gateway and state is not None else None
+    if weight is not None:
         share = {Track.STABLE: 100 - weight, Track.CANARY: weight}
     if state is None:
         share[Track.STABLE] = 100 if ready[Track.STABLE] else 0

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from kubeclassify_operator import routes
 from kubeclassify_operator.builders import (
     Owner,
     build_deployment,
@@ -19,9 +20,9 @@ from kubeclassify_operator.builders import (
     user_env_start,
 )
 from kubeclassify_operator.images import ServerImages
-from kubeclassify_operator.kube import DEPLOYMENTS, HPAS, PODS, SERVICES, Kind
+from kubeclassify_operator.kube import DEPLOYMENTS, HPAS, HTTPROUTES, PODS, SERVICES, Kind
 from kubeclassify_operator.names import ConditionType, Reason, Track
-from kubeclassify_operator.spec import ImageClassifierSpec
+from kubeclassify_operator.spec import GatewayRef, ImageClassifierSpec
 
 Object = dict[str, Any] | None  # a child as read from the API; None: there is none
 
@@ -83,19 +84,34 @@ class ChildKind:
     acts_on: str | None = None
     # The track whose Deployment this is: it names the child, `<name>` or `<name>-canary`.
     track: Track = Track.STABLE
+    # A child named `<name>-<suffix>` whatever its kind (a track's Service in Gateway mode).
+    suffix: str | None = None
+    # Whether its changes start a pass. Not for a kind from a CRD a cluster may lack: kopf
+    # cannot watch a kind the API server does not have. Such a child is only read and written
+    # in a pass (and a hand edit of it is undone at the next pass, not at once).
+    watched: bool = True
+    # The kind the child needs the API server to have, and the refusal if it does not (asked,
+    # with Kube.serves, before the child is created): a clear status, not a 404 per pass.
+    requires: tuple[Kind, str] | None = None
 
     @property
     def key(self) -> str:
-        """What `status.Observed` is keyed by: the kind, and the track if not the stable one."""
+        """What `status.Observed` is keyed by: the kind, and the track if not the stable one
+        (or the suffix)."""
+        if self.suffix:
+            return f"{self.kind}/{self.suffix}"
         return self.kind if self.track is Track.STABLE else f"{self.kind}/{self.track.value}"
 
     def name(self, classifier: str) -> str:
+        if self.suffix:
+            return f"{classifier}-{self.suffix}"
         return self.track.deployment(classifier)
 
     def verbs(self) -> tuple[str, ...]:
         """What the operator does with it: watch it, read, create and patch it in a pass,
         and delete an optional one the spec no longer wants."""
-        return ("get", "list", "watch", "create", "patch", *(("delete",) if self.optional else ()))
+        watch = ("list", "watch") if self.watched else ()
+        return ("get", *watch, "create", "patch", *(("delete",) if self.optional else ()))
 
 
 def controlled_by(child: dict[str, Any], uid: str) -> bool:
@@ -189,6 +205,38 @@ def _hpa(
     return build_hpa(owner, spec)
 
 
+def _gateway(spec: ImageClassifierSpec) -> GatewayRef | None:
+    return spec.canary.gateway if spec.canary else None
+
+
+def _track_service(track: str) -> Builder:
+    def build(
+        owner: Owner, spec: ImageClassifierSpec, current: Object, context: Context
+    ) -> dict[str, Any]:
+        return routes.build_track_service(owner, spec, track)
+
+    return build
+
+
+def _route(
+    owner: Owner, spec: ImageClassifierSpec, current: Object, context: Context
+) -> dict[str, Any] | None:
+    """The HTTPRoute, weighted as the split says: the canary's percent once all its pods are
+    ready (0 until then), and no canary backend at 0 percent or rolled back (no pods)."""
+    gateway = _gateway(spec)
+    if spec.canary is None or gateway is None:
+        return None
+    split = context.split
+    return routes.build_route(
+        owner,
+        gateway,
+        spec.service.port,
+        spec.canary.traffic_percent,
+        canary_ready=split.canary_weight > 0,
+        rolled_back=not split.canary,
+    )
+
+
 _POD = "spec.template.spec"
 _CONTAINER = f"{_POD}.containers[0]"
 
@@ -261,9 +309,49 @@ HPA = ChildKind(
     optional=(lambda spec, context: spec.autoscaling is not None, "autoscaling off"),
     acts_on=DEPLOYMENT.key,  # never autoscale someone else's Deployment
 )
-# In the order a pass applies them (an HPA after the Deployment it scales) and their
-# conditions appear in the status.
-CHILDREN = (DEPLOYMENT, CANARY, SERVICE, HPA)
+# The canary's Gateway mode (issue 20): a Service per track and an HTTPRoute splitting the
+# requests between them by weight, while spec.canary.gateway is set.
+_GATEWAY_MODE = (lambda spec, context: _gateway(spec) is not None, "no spec.canary.gateway")
+_GATEWAY_API = (
+    HTTPROUTES,
+    "spec.canary.gateway: the Gateway API is not installed in this cluster (the API server has"
+    " no HTTPRoute in gateway.networking.k8s.io/v1): install its CRDs, or remove"
+    " spec.canary.gateway",
+)
+_TRACK_SERVICE_FIELDS = {
+    "metadata.name": "metadata.name",
+    "spec.ports[0].port": "spec.service.port",
+}
+_ROUTE_FIELDS = {
+    "metadata.name": "metadata.name",
+    "spec.parentRefs[0]": "spec.canary.gateway",
+    "spec.rules[0].backendRefs": "spec.canary.trafficPercent",
+}
+STABLE_SERVICE, CANARY_SERVICE = (
+    ChildKind(
+        kind="Service",
+        api=SERVICES,
+        build=_track_service(track),
+        spec_fields=lambda spec: _TRACK_SERVICE_FIELDS,
+        optional=_GATEWAY_MODE,
+        suffix=track,
+        requires=_GATEWAY_API,  # no use without the route
+    )
+    for track in routes.TRACKS
+)
+ROUTE = ChildKind(
+    kind="HTTPRoute",
+    api=HTTPROUTES,
+    build=_route,
+    spec_fields=lambda spec: _ROUTE_FIELDS,
+    optional=_GATEWAY_MODE,
+    watched=False,
+    requires=_GATEWAY_API,
+)
+GATEWAY_CHILDREN = (STABLE_SERVICE, CANARY_SERVICE, ROUTE)
+# In the order a pass applies them (an HPA after the Deployment it scales, the route after
+# the Services it sends requests to) and their conditions appear in the status.
+CHILDREN = (DEPLOYMENT, CANARY, SERVICE, HPA, *GATEWAY_CHILDREN)
 # The child an API server's refusal of a kind is about: the stable track's for a Deployment
 # (the canary's fields are the same ones, under spec.canary where it overrides them).
 BY_KIND = {child.kind: child for child in reversed(CHILDREN)}
@@ -272,7 +360,7 @@ BY_KIND = {child.kind: child for child in reversed(CHILDREN)}
 # are not ready.
 POD_VERBS = ("list", "watch")
 # Whose changes start a pass.
-WATCHED = tuple(dict.fromkeys((*(child.api for child in CHILDREN), PODS)))
+WATCHED = tuple(dict.fromkeys((*(child.api for child in CHILDREN if child.watched), PODS)))
 
 
 def grants() -> set[tuple[str, str, str]]:

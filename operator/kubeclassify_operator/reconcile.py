@@ -21,14 +21,16 @@ from kubeclassify_operator.children import (
     CANARY,
     CHILDREN,
     DEPLOYMENT,
+    GATEWAY_CHILDREN,
     HPA,
+    ROUTE,
     ChildKind,
     Context,
     Object,
     controlled_by,
 )
 from kubeclassify_operator.images import ServerImages, configured
-from kubeclassify_operator.kube import CLASSIFIERS, PODS, Kube
+from kubeclassify_operator.kube import CLASSIFIERS, PODS, Kind, Kube
 from kubeclassify_operator.names import EventReason, Reason, Track, selector_labels
 from kubeclassify_operator.spec import ImageClassifierSpec, InvalidSpec, check_name, parse_spec
 
@@ -95,6 +97,7 @@ def reconcile(
             mine.track_pods(Track.STABLE),
             mine.track_pods(Track.CANARY),
             owner.name,
+            route=mine[ROUTE],
         )
         new = status.compute_status(
             name=owner.name,
@@ -149,9 +152,12 @@ def _apply_children(
     Not looked for: an HPA the caller knows is not there (`hpa_may_exist`) and the spec does
     not want, and a canary Deployment when there is no spec.canary and the status names none.
     """
+    maybe_canary = spec.canary is not None or "canary" in previous
     maybe = {
         HPA.key: hpa_may_exist or spec.autoscaling is not None,
-        CANARY.key: spec.canary is not None or "canary" in previous,
+        CANARY.key: maybe_canary,
+        # Gateway mode's are made only with a canary: no reads for the classifiers without.
+        **dict.fromkeys((child.key for child in GATEWAY_CHILDREN), maybe_canary),
     }
     found = {
         child.key: kube.get(child.api, owner.namespace, child.name(owner.name))
@@ -167,6 +173,7 @@ def _apply_children(
     split = canary.split(spec, state, seen[DEPLOYMENT], seen[CANARY], canary_pods)
     context = Context(images, split)
     children: dict[str, Object] = {}
+    served: dict[Kind, bool] = {}  # discovery's answers, asked once a pass
     for child in CHILDREN:
         if child.key not in found:
             continue
@@ -177,6 +184,10 @@ def _apply_children(
             if desired_stable and canary.stable_settled(desired_stable, stable):
                 context = replace(context, split=replace(split, keep_canary=False))
         wanted = child.optional is None or child.optional[0](spec, context)
+        if wanted and current is None and child.requires:
+            kind, missing = child.requires
+            if not served.setdefault(kind, kube.serves(kind)):
+                raise InvalidSpec(missing)  # e.g. no Gateway API: said in the status, once
         desired = child.build(owner, spec, current, context) if wanted else None
         if desired is None:
             if child.optional and current is not None and controlled_by(current, owner.uid):

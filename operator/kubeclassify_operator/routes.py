@@ -13,20 +13,19 @@ from kubeclassify_operator.builders import Owner, owner_reference
 from kubeclassify_operator.names import (
     GRPC_PORT_NAME,
     PORT_NAME,
+    Track,
     common_labels,
-    selector_labels,
+    track_labels,
 )
-from kubeclassify_operator.spec import GROUP, ImageClassifierSpec
+from kubeclassify_operator.spec import ImageClassifierSpec
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 ROUTE_API_VERSION = f"{GATEWAY_GROUP}/v1"
 # HTTPRoute's spec.rules[].backendRefs[].weight: an int32 in [0, 1000000] (the CRD's schema).
 MAX_WEIGHT = 1_000_000
 # The two tracks: the pods of the classifier's spec, and those of spec.canary.
-STABLE, CANARY = "stable", "canary"
+STABLE, CANARY = Track.STABLE.value, Track.CANARY.value
 TRACKS = (STABLE, CANARY)
-# Which track a pod serves; a track's Service selects its pods by it.
-TRACK_LABEL = f"{GROUP}/track"
 
 
 class ParentRef(Protocol):
@@ -46,8 +45,8 @@ def track_service_name(name: str, track: str) -> str:
 
 
 def track_selector(name: str, track: str) -> dict[str, str]:
-    """The pods of one track of one classifier."""
-    return {**selector_labels(name), TRACK_LABEL: track}
+    """The pods of one track of one classifier (every pod carries its track's label)."""
+    return track_labels(name, Track(track))
 
 
 def _metadata(owner: Owner, name: str) -> dict[str, Any]:
@@ -143,7 +142,7 @@ def build_route(
 def route_share(route: dict[str, Any] | None) -> int | None:
     """The canary's share of the requests, in percent, that the HTTPRoute as it stands gives
     (its first rule's weights: an unset weight is the schema's default, 1); None without a
-    route or weights (no backend, or all at 0: the Gateway answers 500)."""
+    route or weights (no backend, or every weight 0)."""
     if route is None:
         return None
     rules = route.get("spec", {}).get("rules") or []

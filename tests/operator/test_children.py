@@ -35,10 +35,10 @@ def cluster_role_rules() -> set[tuple[str, str, str]]:
 
 
 def test_the_cluster_role_grants_exactly_what_the_children_need() -> None:
-    """Every watched kind's rules are the registry's: a new child kind needs its rule, and a
-    rule no child needs is gone (test_security.py checks the requests themselves)."""
-    watched = {(kind.group, kind.plural) for kind in WATCHED}
-    granted = {rule for rule in cluster_role_rules() if rule[:2] in watched}
+    """Every child kind's (and the pods') rules are the registry's: a new child kind needs its
+    rule, and a rule no child needs is gone (test_security.py checks the requests themselves)."""
+    kinds = {(kind.group, kind.plural) for kind in (*WATCHED, *(c.api for c in CHILDREN))}
+    granted = {rule for rule in cluster_role_rules() if rule[:2] in kinds}
     assert sorted(granted) == sorted(grants())
 
 
@@ -46,7 +46,18 @@ def test_only_an_optional_child_is_ever_deleted() -> None:
     assert {child.key for child in CHILDREN if "delete" in child.verbs()} == {
         "Deployment/canary",
         "HorizontalPodAutoscaler",
+        "Service/stable",
+        "Service/canary",
+        "HTTPRoute",
     }
+
+
+def test_a_child_of_a_kind_the_cluster_may_lack_is_not_watched() -> None:
+    """kopf cannot watch a kind the API server does not have (the Gateway API's HTTPRoute):
+    such a child is only read and written in a pass."""
+    assert {child.key for child in CHILDREN if not child.watched} == {"HTTPRoute"}
+    assert all(child.api in WATCHED for child in CHILDREN if child.watched)
+    assert all(child.api not in WATCHED for child in CHILDREN if not child.watched)
 
 
 def test_each_kind_is_watched_once() -> None:
@@ -55,7 +66,8 @@ def test_each_kind_is_watched_once() -> None:
 
 @pytest.mark.parametrize("child", CHILDREN, ids=lambda child: child.key)
 def test_each_builder_makes_its_kind_where_the_registry_says(child: ChildKind) -> None:
-    spec = parse_spec({"autoscaling": {"maxReplicas": 3}, "canary": {"trafficPercent": 20}})
+    canary = {"trafficPercent": 20, "gateway": {"name": "edge"}}
+    spec = parse_spec({"autoscaling": {"maxReplicas": 3}, "canary": canary})
     context = Context(ServerImages(), Split(stable=2, canary=1))
     built = child.build(Owner("cats", "ns", "uid"), spec, None, context)
     assert built is not None

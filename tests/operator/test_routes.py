@@ -17,12 +17,16 @@ import pytest
 import yaml
 from gateway_api import GATEWAY_API
 from kubeclassify_operator.builders import Owner, build_service, with_last_applied
-from kubeclassify_operator.names import INSTANCE_LABEL, MANAGED_BY_LABEL, selector_labels
+from kubeclassify_operator.names import (
+    INSTANCE_LABEL,
+    MANAGED_BY_LABEL,
+    TRACK_LABEL,
+    selector_labels,
+)
 from kubeclassify_operator.routes import (
     CANARY,
     MAX_WEIGHT,
     STABLE,
-    TRACK_LABEL,
     TRACKS,
     build_route,
     build_track_service,

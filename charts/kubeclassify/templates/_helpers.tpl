@@ -54,9 +54,15 @@ when the whole cluster is watched, else a Role's in each watched namespace.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
+# The track Services of a canary's Gateway mode are deleted with spec.canary.gateway.
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, list, watch, create, patch]
+  verbs: [get, list, watch, create, patch, delete]
+# Gateway mode's HTTPRoute: only read and written in a pass, never watched (many clusters
+# have no Gateway API, and kopf cannot watch a kind the API server does not have).
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, create, patch, delete]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
   verbs: [get, list, watch, create, patch, delete]
