@@ -12,10 +12,14 @@ from typing import Any
 
 import gateway_api
 import pytest
-from control_plane import ControlPlane
+from control_plane import OPERATOR_USER, ControlPlane
 from kubeclassify_operator.builders import Owner
+from kubeclassify_operator.names import TRACK_LABEL
 from kubeclassify_operator.routes import MAX_WEIGHT, build_route, weights
+from kubelet import Kubelet
 from operators import Cluster, Namespace
+
+WAIT = 30
 
 ROUTES = "/apis/gateway.networking.k8s.io/v1/namespaces/{namespace}/httproutes"
 OWNER_UID = "0b7c3f9e-1111-2222-3333-444455556666"
@@ -27,6 +31,17 @@ class Gateway:
     name = "edge"
     namespace: str | None = "infra"
     section_name: str | None = "http"
+
+
+@pytest.fixture
+def plane_without_gateway_api(plane: ControlPlane) -> Iterator[ControlPlane]:
+    """The plane as most clusters are: no Gateway API (as it was, after)."""
+    installed = gateway_api.served(plane)
+    if installed:
+        gateway_api.uninstall(plane)
+    yield plane
+    if installed:
+        gateway_api.install(plane)
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +133,120 @@ def test_the_api_server_refuses_the_weights_the_schema_refuses(
     assert any(cause.startswith(refusal) for cause in causes), causes
     # The rest are field-less (<nil>): "some validation rules were not checked", and the like.
     assert {c["field"] for c in answer["details"]["causes"]} - {"<nil>"} == {FIELD}
+
+
+# ---------------------------------------------------------------- the operator's passes
+
+GATEWAY_SPEC = {
+    "replicas": 2,
+    "canary": {"trafficPercent": 50, "gateway": {"name": "edge", "sectionName": "http"}},
+}
+
+
+GATEWAY_CHILDREN = (("httproutes", "gw"), ("services", "gw-stable"), ("services", "gw-canary"))
+
+
+def backends(route: dict[str, Any]) -> list[tuple[str, int]]:
+    return [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]]
+
+
+def owned_by(obj: dict[str, Any], uid: str) -> bool:
+    return any(
+        ref.get("controller") and ref["uid"] == uid for ref in obj["metadata"]["ownerReferences"]
+    )
+
+
+def test_without_the_gateway_api_gateway_mode_is_refused_in_the_status_and_nothing_watches_it(
+    plane_without_gateway_api: ControlPlane, plane_ns: Namespace
+) -> None:
+    """Most clusters have no Gateway API: the classifier says so (Ready=False/InvalidSpec and
+    a Warning Event), its stable track is made all the same, and the operator never asked to
+    watch HTTPRoutes (kopf would retry a watch of a kind the API server lacks forever)."""
+    ns = plane_ns
+    ns.create_classifier("gw", GATEWAY_SPEC)
+    ready = ns.wait_condition("gw", "Ready", "False", "InvalidSpec", timeout=WAIT)
+    assert ready["message"].startswith("spec.canary.gateway: the Gateway API is not installed")
+    assert ns.get("deployments", "gw") is not None
+    assert ns.get("services", "gw") is not None
+    assert ns.get("services", "gw-stable") is None and ns.get("services", "gw-canary") is None
+    ns.cluster.wait(
+        lambda: [e for e in ns.events("gw") if e["reason"] == "InvalidSpec"], WAIT, "the Event"
+    )
+    watches = [
+        event
+        for event in plane_without_gateway_api.audit_events(OPERATOR_USER)
+        if (event.get("objectRef") or {}).get("resource") == "httproutes"
+        and event["verb"] in ("list", "watch")
+    ]
+    assert watches == []
+
+
+def test_a_pass_makes_the_track_services_and_the_route_and_deletes_them_with_the_gateway(
+    gateway_plane: ControlPlane, plane_ns: Namespace, kubelet: Kubelet
+) -> None:
+    """Made by the operator (as its ServiceAccount: the RBAC holds), owned by the classifier,
+    accepted by the API server; the canary's weight 0 until all its pods are ready, its
+    percent then; all three deleted when spec.canary.gateway is removed."""
+    ns = plane_ns
+    kubelet.add_node()
+    uid = ns.create_classifier("gw", GATEWAY_SPEC)["metadata"]["uid"]
+    route = ns.wait_for("httproutes", "gw", timeout=WAIT)
+    assert owned_by(route, uid)
+    assert route["spec"]["parentRefs"] == [
+        {
+            "group": "gateway.networking.k8s.io",
+            "kind": "Gateway",
+            "name": "edge",
+            "sectionName": "http",
+        }
+    ]
+    assert backends(route) == [("gw-stable", 100), ("gw-canary", 0)]  # no pod ready yet
+    for track in ("stable", "canary"):
+        service = ns.wait_for("services", f"gw-{track}", timeout=WAIT)
+        assert owned_by(service, uid)
+        assert service["spec"]["type"] == "ClusterIP"
+        assert service["spec"]["selector"][TRACK_LABEL] == track
+
+    for pod in kubelet.wait_pods(ns, "gw", 3, timeout=WAIT):  # 2 stable, 1 canary
+        kubelet.run(ns, pod["metadata"]["name"])
+    route = ns.wait_for(
+        "httproutes",
+        "gw",
+        lambda r: backends(r) == [("gw-stable", 50), ("gw-canary", 50)],
+        "the canary's weight once its pod is ready",
+        WAIT,
+    )
+    ns.wait_for(
+        "imageclassifiers",
+        "gw",
+        lambda ic: ic.get("status", {}).get("canary", {}).get("trafficPercent") == 50,
+        "the share in force in the status",
+        WAIT,
+    )
+
+    # The API server's defaults (the rule's match of every path, ...) are no drift: the route
+    # was written twice, made and weighted, however many passes ran.
+    writes = [
+        event["verb"]
+        for event in gateway_plane.audit_events(OPERATOR_USER)
+        if (event.get("objectRef") or {}).get("resource") == "httproutes"
+        and event["objectRef"].get("namespace") == ns.name
+        and event["verb"] in ("create", "patch", "update")
+    ]
+    assert writes == ["create", "patch"]
+
+    ns.cluster.patch(ns.path("imageclassifiers", "gw"), {"spec": {"canary": {"gateway": None}}})
+    ns.cluster.wait(
+        lambda: all(
+            ns.get(kind, name) is None
+            for kind, name in (
+                ("httproutes", "gw"),
+                ("services", "gw-stable"),
+                ("services", "gw-canary"),
+            )
+        ),
+        WAIT,
+        "the route and the track Services deleted",
+    )
+    assert ns.get("services", "gw") is not None
+    assert ns.get("deployments", "gw-canary") is not None  # the canary itself stays

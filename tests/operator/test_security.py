@@ -10,6 +10,7 @@ peers in its own namespace). One grant is checked at admission instead (see belo
 
 from pathlib import Path
 
+import gateway_api
 import yaml
 from control_plane import OPERATOR_USER, ControlPlane, Triple, rbac_triple
 from operators import Cluster, Namespace, OperatorLauncher
@@ -59,6 +60,41 @@ def run_namespace_mode(
         operator.stop()
 
 
+def run_gateway_mode(plane: ControlPlane, ns: Namespace) -> None:
+    """A canary's Gateway mode, with the Gateway API's CRDs (as the plane was, after): the
+    route and track Services created, the route patched (to the stable backend alone at 0
+    percent), and all three deleted with spec.canary.gateway."""
+    installed = gateway_api.served(plane)
+    if not installed:
+        gateway_api.install(plane)
+    try:
+        canary = {"trafficPercent": 10, "gateway": {"name": "edge"}}
+        ns.create_classifier("gateway", {"canary": canary})
+        ns.wait_for("services", "gateway-canary", timeout=WAIT)
+        ns.wait_for("httproutes", "gateway", timeout=WAIT)
+        path = ns.path("imageclassifiers", "gateway")
+        ns.cluster.patch(path, {"spec": {"canary": {"trafficPercent": 0}}})
+        ns.wait_for(
+            "httproutes",
+            "gateway",
+            lambda route: len(route["spec"]["rules"][0]["backendRefs"]) == 1,
+            "the route patched to the stable backend alone",
+            WAIT,
+        )
+        ns.cluster.patch(path, {"spec": {"canary": {"gateway": None}}})
+        ns.cluster.wait(
+            lambda: (
+                ns.get("httproutes", "gateway") is None
+                and ns.get("services", "gateway-canary") is None
+            ),
+            WAIT,
+            "the route and the track Services deleted",
+        )
+    finally:
+        if not installed:
+            gateway_api.uninstall(plane)
+
+
 def test_cluster_role_grants_exactly_what_the_operator_uses(
     plane_ns: Namespace,
     plane: ControlPlane,
@@ -68,7 +104,7 @@ def test_cluster_role_grants_exactly_what_the_operator_uses(
     ns = plane_ns
     earlier = {event["auditID"] for event in plane.audit_events(OPERATOR_USER)}
     # Every write path: create all children, patch a drifted one, delete the HPA and a
-    # canary's Deployment, post events.
+    # canary's Deployment, post events; and Gateway mode's (see run_gateway_mode).
     ns.create_classifier("least", {"autoscaling": {"maxReplicas": 3}})
     ns.wait_for("horizontalpodautoscalers", "least", timeout=WAIT)
     for kind, drift, restored in [
@@ -91,6 +127,7 @@ def test_cluster_role_grants_exactly_what_the_operator_uses(
     ns.cluster.patch(least, {"spec": {"canary": None}})
     ns.cluster.wait(lambda: ns.get("deployments", "least-canary") is None, WAIT, "canary gone")
     ns.cluster.wait(lambda: ns.events("least"), WAIT, "an Event")
+    run_gateway_mode(plane, ns)
     run_namespace_mode(plane, plane_cluster, launch_plane_operator)
 
     requests = plane.audit_events(OPERATOR_USER)  # the whole session, every operator
