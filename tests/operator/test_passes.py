@@ -10,6 +10,7 @@ import concurrent.futures
 import threading
 
 import pytest
+from kubeclassify_operator.handlers import older
 from kubeclassify_operator.kube import ObjectKey
 from kubeclassify_operator.passes import Done, Key, PassQueue, TokenBucket
 
@@ -210,6 +211,27 @@ def test_existence_of_children_as_watch_and_passes_tell() -> None:
     started(q)
     q.complete(A, Done({hpa: None}))  # the pass deleted it
     assert not q.exists(hpa)
+
+
+def test_the_version_a_pass_last_read_or_wrote_is_what_the_copies_are_held_to() -> None:
+    """What `handlers.copies` compares a watch's copy with: the version of the latest pass
+    (a copy older than it is not used, the child is read from the API server instead)."""
+    clock = Clock()
+    q = queue(clock)
+    assert q.seen(DEPLOYMENT) is None
+    q.child_changed(A, DEPLOYMENT, "7", "Deployment a ADDED")
+    assert q.seen(DEPLOYMENT) is None  # an event is not a pass's read
+    clock.advance(2)
+    started(q)
+    q.complete(A, Done({DEPLOYMENT: "9"}))  # the pass patched it
+    assert q.seen(DEPLOYMENT) == "9"
+    assert older("7", q.seen(DEPLOYMENT))  # the watch's copy, before the echo comes in
+    assert not older("9", q.seen(DEPLOYMENT))
+    assert not older("12", q.seen(DEPLOYMENT))
+    assert not older("7", None)  # no pass read it: the copy is all there is
+    assert not older("7", "not-a-number")  # not etcd's: the copy is taken as current
+    q.child_changed(A, DEPLOYMENT, None, "Deployment a DELETED")
+    assert q.seen(DEPLOYMENT) is None
 
 
 def test_waiting_for_a_pass_returns_once_one_started_after_the_call_succeeds() -> None:
