@@ -202,6 +202,8 @@ class Watch(threading.Thread):
         self.objects: dict[Key, dict[str, Any]] = {}
         self.trackers: list[Tracker] = []
         self.events: Counter[str] = Counter()  # ADDED, MODIFIED, DELETED: what the operator sees
+        self.first_seen: dict[Key, float] = {}  # when each object first came in
+        self.last_change = 0.0  # when the latest event that was news came in
         self.lock = threading.Lock()
         self.started_streaming = threading.Event()
         self.stopped = threading.Event()  # the API is going away: a cut stream is the end
@@ -241,9 +243,11 @@ class Watch(threading.Thread):
             known = self.objects.get(key, {}).get("metadata", {}).get("resourceVersion")
             if known != version or type_ == "DELETED":  # not a replay after a new watch
                 self.events[type_] += 1
+                self.last_change = now
             if type_ == "DELETED":
                 self.objects.pop(key, None)
                 return type_
+            self.first_seen.setdefault(key, now)
             self.objects[key] = obj
             for tracker in self.trackers:
                 if key not in tracker.done and tracker.test(obj):
@@ -265,6 +269,19 @@ class Watch(threading.Thread):
     def copy(self) -> dict[Key, dict[str, Any]]:
         with self.lock:
             return dict(self.objects)
+
+    def changed_last(self) -> float:
+        with self.lock:
+            return self.last_change
+
+    def new_since(self, since: float) -> list[float]:
+        """When each object first seen after `since` came in."""
+        with self.lock:
+            return [t for t in self.first_seen.values() if t > since]
+
+    def last_new(self, since: float) -> float | None:
+        """When the latest object first seen after `since` came in (None: none did)."""
+        return max(self.new_since(since), default=None)
 
     def event_counts(self) -> Counter[str]:
         with self.lock:
@@ -490,6 +507,15 @@ class Results:
     rss_mb: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: float = 0.0
     load: list[float] = field(default_factory=list)  # 1-min load average through the run
+    # When the controllers made the last pod, from the bench's last create (the real plane).
+    last_pod_made_s: float | None = None
+    # When the operator made the last Deployment, from the bench's last create.
+    last_deployment_made_s: float | None = None
+    # When the Deployments last changed in the create phase (their controller's status
+    # updates, after the operator's creates), from the bench's last create.
+    last_deployment_change_s: float | None = None
+    # The pods the controllers made in the create phase, and over how many seconds.
+    pods_made: tuple[int, float] | None = None
     log_lines: int = 0
     log_problems: list[str] = field(default_factory=list)
 
@@ -602,7 +628,21 @@ def run(bench: Bench, keys: list[Key], results: Results, timeout: float) -> None
             ("all pods marked Unschedulable by the scheduler", [(watches.pods, unschedulable)]),
             ("all statuses say Unschedulable", [(watches.classifiers, says_unschedulable)]),
         ]
+    before_create = time.monotonic()
     results.phases += bench.phase("create", create, goals, n, timeout)
+    last_pod = watches.pods.last_new(before_create)
+    sent = results.phases[0].sent_seconds
+    if results.api == "plane" and last_pod is not None:
+        results.last_pod_made_s = last_pod - before_create - sent
+    last_deployment = watches.deployments.last_new(before_create)
+    if last_deployment is not None:
+        results.last_deployment_made_s = last_deployment - before_create - sent
+    if results.api == "plane":
+        changed = watches.deployments.changed_last() - before_create - sent
+        results.last_deployment_change_s = changed
+    made = watches.pods.new_since(before_create)
+    if made:
+        results.pods_made = len(made), max(made) - min(made)
     results.rss_mb[f"after creating {n}"] = bench.operator.memory_mb("VmRSS")
 
     def report_available() -> None:
@@ -729,6 +769,23 @@ def summary(runs: list[Results]) -> list[str]:
         return value
 
     row(
+        "the operator made the last Deployment, after the last create",
+        lambda r: seconds(r.last_deployment_made_s),
+    )
+
+    def pods_made(r: Results) -> str:
+        if r.pods_made is None or r.last_pod_made_s is None:
+            return "n/a"
+        made, span = r.pods_made
+        pace = f", {made / span:.1f} a second" if span > 0 else ""
+        return f"{seconds(r.last_pod_made_s)} ({made} pods over {span:.1f} s{pace})"
+
+    row("the controllers made the last pod, after the last create", pods_made)
+    row(
+        "the Deployment controller's last update of a Deployment, after the last create",
+        lambda r: seconds(r.last_deployment_change_s),
+    )
+    row(
         "the scheduler marked the last pod, after the last create",
         after_creates("all pods marked Unschedulable by the scheduler"),
     )
@@ -789,6 +846,13 @@ def render(runs: list[Results], command: str) -> str:
         "retries of all classifiers share one token bucket), where it used to sleep in kopf's",
         "executor holding the classifier's lock, and kopf's handlers wait for the queue instead",
         "of retrying on their own.",
+        "",
+        "And a pass now reads the children and pods from the copies kopf's watches keep (kopf",
+        "indices, one per watched kind, updated before an event's handlers run; no handler runs",
+        "before every watched kind is listed): a GET of the classifier is its only read once its",
+        "children exist. A child the copies lack (one about to be created, a same-name stranger,",
+        "one a pass has just created) is still read from the API server, as is one whose copy",
+        "may be older than what a pass last read or wrote.",
         "",
     ]
     for results in runs:
