@@ -34,10 +34,12 @@ FAILURES = (Reason.CRASH_LOOP_BACK_OFF, Reason.MODEL_LOAD_FAILED, Reason.OOM_KIL
 
 def spec_hash(spec: ImageClassifierSpec) -> str:
     """A digest of what the canary's pods run (the stable track's, without a canary): equal for
-    a canary and the stable spec it is promoted to. The counts are not what pods run."""
-    return digest(
-        spec.canary_spec().model_dump(mode="json", exclude={"replicas", "autoscaling", "canary"})
+    a canary and the stable spec it is promoted to. The counts and the gateway are not what
+    pods run."""
+    what = spec.canary_spec().model_dump(
+        mode="json", exclude={"replicas", "autoscaling", "canary", "gateway"}
     )
+    return digest(what)
 
 
 def _seconds_between(start: str, end: str) -> float:
@@ -191,8 +193,7 @@ def tracks(
     }
     total = sum(ready.values())
     share = {track: round(100 * count / total) if total else 0 for track, count in ready.items()}
-    gateway = spec.canary is not None and spec.canary.gateway is not None
-    weight = route_share(route) if gateway and state is not None else None
+    weight = route_share(route) if spec.gateway is not None and state is not None else None
     if weight is not None:
         share = {Track.STABLE: 100 - weight, Track.CANARY: weight}
     if state is None:

@@ -22,7 +22,7 @@ from kubeclassify_operator.builders import (
 from kubeclassify_operator.images import ServerImages
 from kubeclassify_operator.kube import DEPLOYMENTS, HPAS, HTTPROUTES, PODS, SERVICES, Kind
 from kubeclassify_operator.names import ConditionType, Reason, Track
-from kubeclassify_operator.spec import GatewayRef, ImageClassifierSpec
+from kubeclassify_operator.spec import ImageClassifierSpec
 
 Object = dict[str, Any] | None  # a child as read from the API; None: there is none
 
@@ -205,10 +205,6 @@ def _hpa(
     return build_hpa(owner, spec)
 
 
-def _gateway(spec: ImageClassifierSpec) -> GatewayRef | None:
-    return spec.canary.gateway if spec.canary else None
-
-
 def _track_service(track: str) -> Builder:
     def build(
         owner: Owner, spec: ImageClassifierSpec, current: Object, context: Context
@@ -222,16 +218,16 @@ def _route(
     owner: Owner, spec: ImageClassifierSpec, current: Object, context: Context
 ) -> dict[str, Any] | None:
     """The HTTPRoute, weighted as the split says: the canary's percent once all its pods are
-    ready (0 until then), and no canary backend at 0 percent or rolled back (no pods)."""
-    gateway = _gateway(spec)
-    if spec.canary is None or gateway is None:
+    ready (0 until then), and the stable backend alone without a canary (none, being removed,
+    at 0 percent or rolled back)."""
+    if spec.gateway is None:
         return None
     split = context.split
     return routes.build_route(
         owner,
-        gateway,
+        spec.gateway,
         spec.service.port,
-        spec.canary.traffic_percent,
+        spec.canary.traffic_percent if spec.canary else 0,
         canary_ready=split.canary_weight > 0,
         rolled_back=not split.canary,
     )
@@ -309,14 +305,19 @@ HPA = ChildKind(
     optional=(lambda spec, context: spec.autoscaling is not None, "autoscaling off"),
     acts_on=DEPLOYMENT.key,  # never autoscale someone else's Deployment
 )
-# The canary's Gateway mode (issue 20): a Service per track and an HTTPRoute splitting the
-# requests between them by weight, while spec.canary.gateway is set.
-_GATEWAY_MODE = (lambda spec, context: _gateway(spec) is not None, "no spec.canary.gateway")
+# Gateway mode (issue 20): while spec.gateway is set, an HTTPRoute on that Gateway, and a
+# Service per track for it to send the requests to: the stable track's always, the canary's
+# while there is a canary (the route, applied after it, is the one that refers to it).
+_GATEWAY_MODE = (lambda spec, context: spec.gateway is not None, "no spec.gateway")
+_CANARY_GATEWAY_MODE = (
+    lambda spec, context: spec.gateway is not None and spec.canary is not None,
+    "no spec.gateway or no spec.canary",
+)
 _GATEWAY_API = (
     HTTPROUTES,
-    "spec.canary.gateway: the Gateway API is not installed in this cluster (the API server has"
+    "spec.gateway: the Gateway API is not installed in this cluster (the API server has"
     " no HTTPRoute in gateway.networking.k8s.io/v1): install its CRDs, or remove"
-    " spec.canary.gateway",
+    " spec.gateway",
 )
 _TRACK_SERVICE_FIELDS = {
     "metadata.name": "metadata.name",
@@ -324,7 +325,7 @@ _TRACK_SERVICE_FIELDS = {
 }
 _ROUTE_FIELDS = {
     "metadata.name": "metadata.name",
-    "spec.parentRefs[0]": "spec.canary.gateway",
+    "spec.parentRefs[0]": "spec.gateway",
     "spec.rules[0].backendRefs": "spec.canary.trafficPercent",
 }
 STABLE_SERVICE, CANARY_SERVICE = (
@@ -333,11 +334,11 @@ STABLE_SERVICE, CANARY_SERVICE = (
         api=SERVICES,
         build=_track_service(track),
         spec_fields=lambda spec: _TRACK_SERVICE_FIELDS,
-        optional=_GATEWAY_MODE,
+        optional=wanted,
         suffix=track,
         requires=_GATEWAY_API,  # no use without the route
     )
-    for track in routes.TRACKS
+    for track, wanted in zip(routes.TRACKS, (_GATEWAY_MODE, _CANARY_GATEWAY_MODE), strict=True)
 )
 ROUTE = ChildKind(
     kind="HTTPRoute",
@@ -349,8 +350,10 @@ ROUTE = ChildKind(
     requires=_GATEWAY_API,
 )
 GATEWAY_CHILDREN = (STABLE_SERVICE, CANARY_SERVICE, ROUTE)
-# In the order a pass applies them (an HPA after the Deployment it scales, the route after
-# the Services it sends requests to) and their conditions appear in the status.
+# In the order a pass creates and patches them (an HPA after the Deployment it scales, the
+# route after the Services it sends requests to) and their conditions appear in the status;
+# a pass deletes the ones the spec no longer wants after that, in the reverse order (the route
+# no longer refers to a track Service when the Service goes).
 CHILDREN = (DEPLOYMENT, CANARY, SERVICE, HPA, *GATEWAY_CHILDREN)
 # The child an API server's refusal of a kind is about: the stable track's for a Deployment
 # (the canary's fields are the same ones, under spec.canary where it overrides them).

@@ -19,6 +19,7 @@ from kubeclassify_operator import builders, canary, rejections, status
 from kubeclassify_operator.builders import Owner
 from kubeclassify_operator.children import (
     CANARY,
+    CANARY_SERVICE,
     CHILDREN,
     DEPLOYMENT,
     GATEWAY_CHILDREN,
@@ -147,17 +148,23 @@ def _apply_children(
     now: str,
 ) -> _Applied:
     """Read the children, decide the split, then create-or-patch each child this classifier
-    controls; a same-name stranger is skipped.
+    controls, in the registry's order, and delete the ones the spec no longer wants, in the
+    reverse order; a same-name stranger is skipped. A kind the API server lacks (`requires`)
+    is refused once the rest is done.
 
     Not looked for: an HPA the caller knows is not there (`hpa_may_exist`) and the spec does
-    not want, and a canary Deployment when there is no spec.canary and the status names none.
+    not want, a canary Deployment when there is no spec.canary and the status names none, and
+    Gateway mode's children when there is no spec.gateway and the status names no Gateway.
     """
     maybe_canary = spec.canary is not None or "canary" in previous
+    # Gateway mode's are made only with spec.gateway, and the status names the route's Gateway
+    # while there is one: no reads for the classifiers without.
+    maybe_gateway = spec.gateway is not None or "gateway" in previous
     maybe = {
         HPA.key: hpa_may_exist or spec.autoscaling is not None,
         CANARY.key: maybe_canary,
-        # Gateway mode's are made only with a canary: no reads for the classifiers without.
-        **dict.fromkeys((child.key for child in GATEWAY_CHILDREN), maybe_canary),
+        **dict.fromkeys((child.key for child in GATEWAY_CHILDREN), maybe_gateway),
+        CANARY_SERVICE.key: maybe_gateway and maybe_canary,
     }
     found = {
         child.key: kube.get(child.api, owner.namespace, child.name(owner.name))
@@ -174,6 +181,8 @@ def _apply_children(
     context = Context(images, split)
     children: dict[str, Object] = {}
     served: dict[Kind, bool] = {}  # discovery's answers, asked once a pass
+    doomed: list[ChildKind] = []  # the ones to delete, once the others are applied
+    refusal: str | None = None  # a kind the API server lacks
     for child in CHILDREN:
         if child.key not in found:
             continue
@@ -187,20 +196,28 @@ def _apply_children(
         if wanted and current is None and child.requires:
             kind, missing = child.requires
             if not served.setdefault(kind, kube.serves(kind)):
-                raise InvalidSpec(missing)  # e.g. no Gateway API: said in the status, once
+                refusal = refusal or missing  # e.g. no Gateway API: said in the status, once
+                continue
         desired = child.build(owner, spec, current, context) if wanted else None
         if desired is None:
             if child.optional and current is not None and controlled_by(current, owner.uid):
-                name = child.name(owner.name)
-                kube.delete(child.api, owner.namespace, name)
-                note = child.optional[1]
-                post("Normal", EventReason.DELETED, f"Deleted {child.kind} {name} ({note})")
+                doomed.append(child)
             continue
         target = children.get(child.acts_on) if child.acts_on else None
         if child.acts_on and not (target is not None and controlled_by(target, owner.uid)):
             children[child.key] = current  # never act on someone else's child
             continue
         children[child.key] = _apply(kube, child, spec, desired, current, owner, post)
+    # In the reverse order: a child is gone only once none applied after it refers to it (the
+    # route is patched off the canary's Service, or deleted, before that Service is).
+    for child in reversed(doomed):
+        assert child.optional is not None  # only an optional child is ever deleted
+        name = child.name(owner.name)
+        kube.delete(child.api, owner.namespace, name)
+        note = child.optional[1]
+        post("Normal", EventReason.DELETED, f"Deleted {child.kind} {name} ({note})")
+    if refusal is not None:
+        raise InvalidSpec(refusal)  # after the rest is made: the classifier serves on
     return _Applied(children, pods, state)
 
 

@@ -1,5 +1,5 @@
-"""Pure builders for the canary's Gateway mode: a Service per track and an HTTPRoute that
-splits the requests between them by weight (issue 20).
+"""Pure builders for Gateway mode (spec.gateway): a Service per track and an HTTPRoute that
+sends the requests to them, split by weight while there is a canary (issue 20).
 
 The weights are the Gateway API's convention for traffic splitting (KServe, Argo Rollouts and
 the Gateway implementations use it). One guardrail is the reason this module exists: a canary
@@ -29,7 +29,7 @@ TRACKS = (STABLE, CANARY)
 
 
 class ParentRef(Protocol):
-    """The Gateway the route attaches to (spec.canary.gateway)."""
+    """The Gateway the route attaches to (spec.gateway)."""
 
     @property
     def name(self) -> str: ...
@@ -104,7 +104,7 @@ def _backend(name: str, port: int, weight: int) -> dict[str, Any]:
 
 
 def parent_ref(gateway: ParentRef) -> dict[str, Any]:
-    """spec.canary.gateway as an HTTPRoute parentRef (group and kind spelled out: they are
+    """spec.gateway as an HTTPRoute parentRef (group and kind spelled out: they are
     the schema's defaults, which the API server would add)."""
     ref: dict[str, Any] = {"group": GATEWAY_GROUP, "kind": "Gateway", "name": gateway.name}
     if gateway.namespace:
@@ -123,7 +123,7 @@ def build_route(
     rolled_back: bool = False,
 ) -> dict[str, Any]:
     """The HTTPRoute `<name>`: every request that reaches `gateway` for it goes to the track
-    Services' `port`, split by `weights`."""
+    Services' `port`, split by `weights` (the stable Service alone at 0 percent: no canary)."""
     split = weights(percent, canary_ready, rolled_back)
     stable = track_service_name(owner.name, STABLE)
     if split is None:
@@ -158,3 +158,15 @@ def route_share(route: dict[str, Any] | None) -> int | None:
     if total == 0:
         return None
     return round(100 * canary / total)
+
+
+def route_gateway(route: dict[str, Any] | None) -> str | None:
+    """`namespace/name` of the Gateway the HTTPRoute as it stands attaches to (its first
+    parentRef; no namespace: the route's); None without a route or parentRef."""
+    if route is None:
+        return None
+    refs = route.get("spec", {}).get("parentRefs") or []
+    if not refs:
+        return None
+    namespace = refs[0].get("namespace") or route.get("metadata", {}).get("namespace", "")
+    return f"{namespace}/{refs[0].get('name', '')}"

@@ -343,9 +343,6 @@ class Canary(Model):
     """How long the canary's pods may stay not ready (never ready yet, or readiness lost)
     before the operator rolls the canary back (traffic 0, a Warning Event). A crash loop, an
     OOM kill or a model that fails to load rolls it back at once."""
-    gateway: GatewayRef | None = None
-    """Split the traffic at this Gateway instead (an HTTPRoute with weighted backends, a
-    Service per track); the replicas are still split by trafficPercent."""
 
 
 class ImageClassifierSpec(Model):
@@ -403,6 +400,11 @@ class ImageClassifierSpec(Model):
     canary: Canary | None = None
     """A canary: a second track serving a new model beside this one, with a share of the
     traffic; unset: the stable track alone (removing it rolls the canary back)."""
+    gateway: GatewayRef | None = None
+    """Route the requests that reach this Gateway to the classifier: an HTTPRoute named after
+    it, kept while this is set (with or without a canary), and a Service per track; with a
+    canary the route splits the requests by spec.canary.trafficPercent (the replicas are
+    still split by it too). Unset: no route."""
 
     @model_validator(mode="after")
     def _backend_runs_the_format(self) -> Self:

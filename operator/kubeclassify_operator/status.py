@@ -14,6 +14,7 @@ from pydantic.alias_generators import to_camel
 from kubeclassify_operator.children import (
     CHILDREN,
     DEPLOYMENT,
+    ROUTE,
     SERVICE,
     ChildKind,
     Object,
@@ -33,6 +34,7 @@ from kubeclassify_operator.names import (
     Track,
     selector_string,
 )
+from kubeclassify_operator.routes import route_gateway
 from kubeclassify_operator.spec import ImageClassifierSpec
 from kubeclassify_operator.uris import redacted, redacted_in
 
@@ -124,7 +126,8 @@ class TrackStatus(_Model):
     """What its pods serve: the model's source and the precision asked for."""
     traffic_percent: int
     """The share of the requests it takes now, in percent: its ready pods out of all ready
-    pods (the Service spreads connections evenly over them), or a gateway's weight."""
+    pods (the Service spreads connections evenly over them), or the HTTPRoute's weight with
+    spec.gateway."""
 
 
 class CanaryStatus(_Model):
@@ -180,6 +183,9 @@ class ImageClassifierStatus(_Model):
     """Per track (stable, and the canary's while there is one): pods, model and traffic."""
     canary: CanaryStatus | None = None
     """The canary, while there is one (spec.canary, or its Deployment being removed)."""
+    gateway: str | None = None
+    """namespace/name of the Gateway the classifier's HTTPRoute (named after it) is attached
+    to, while the operator has one (spec.gateway)."""
     conditions: list[Condition] = Field(
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
@@ -601,6 +607,7 @@ def compute_status(
         ),
         tracks=tracks or None,
         canary=canary,
+        gateway=route_gateway(mine[ROUTE]),
     )
     result = status.model_dump(by_alias=True, exclude_none=True, exclude={"conditions"})
     result["conditions"] = merge_conditions(

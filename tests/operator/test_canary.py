@@ -170,6 +170,14 @@ def test_the_promoted_spec_hashes_as_the_canary_did() -> None:
     assert canary.spec_hash(with_canary) != canary.spec_hash(parse_spec({"replicas": 5}))
 
 
+def test_the_gateway_is_not_what_the_pods_run() -> None:
+    """Adding or removing spec.gateway is no new canary (a rollback holds) and no promotion."""
+    canary_spec = {"trafficPercent": 20, "modelSource": MOBILENET}
+    plain = parse_spec({"replicas": 5, "canary": canary_spec})
+    routed = parse_spec({"replicas": 5, "canary": canary_spec, "gateway": {"name": "edge"}})
+    assert canary.spec_hash(plain) == canary.spec_hash(routed)
+
+
 def test_the_share_in_force_is_what_the_ready_pods_give() -> None:
     spec = parse_spec({"replicas": 10, "canary": {"trafficPercent": 20}})
     stable, mine = deployment(8, 8), deployment(2, 2, Track.CANARY)

@@ -66,8 +66,10 @@ def test_each_kind_is_watched_once() -> None:
 
 @pytest.mark.parametrize("child", CHILDREN, ids=lambda child: child.key)
 def test_each_builder_makes_its_kind_where_the_registry_says(child: ChildKind) -> None:
-    canary = {"trafficPercent": 20, "gateway": {"name": "edge"}}
-    spec = parse_spec({"autoscaling": {"maxReplicas": 3}, "canary": canary})
+    canary = {"trafficPercent": 20}
+    spec = parse_spec(
+        {"autoscaling": {"maxReplicas": 3}, "canary": canary, "gateway": {"name": "edge"}}
+    )
     context = Context(ServerImages(), Split(stable=2, canary=1))
     built = child.build(Owner("cats", "ns", "uid"), spec, None, context)
     assert built is not None

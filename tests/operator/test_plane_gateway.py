@@ -139,7 +139,8 @@ def test_the_api_server_refuses_the_weights_the_schema_refuses(
 
 GATEWAY_SPEC = {
     "replicas": 2,
-    "canary": {"trafficPercent": 50, "gateway": {"name": "edge", "sectionName": "http"}},
+    "gateway": {"name": "edge", "sectionName": "http"},
+    "canary": {"trafficPercent": 50},
 }
 
 
@@ -165,7 +166,7 @@ def test_without_the_gateway_api_gateway_mode_is_refused_in_the_status_and_nothi
     ns = plane_ns
     ns.create_classifier("gw", GATEWAY_SPEC)
     ready = ns.wait_condition("gw", "Ready", "False", "InvalidSpec", timeout=WAIT)
-    assert ready["message"].startswith("spec.canary.gateway: the Gateway API is not installed")
+    assert ready["message"].startswith("spec.gateway: the Gateway API is not installed")
     assert ns.get("deployments", "gw") is not None
     assert ns.get("services", "gw") is not None
     assert ns.get("services", "gw-stable") is None and ns.get("services", "gw-canary") is None
@@ -181,12 +182,26 @@ def test_without_the_gateway_api_gateway_mode_is_refused_in_the_status_and_nothi
     assert watches == []
 
 
+def route_writes(plane: ControlPlane, namespace: str) -> list[dict[str, Any]]:
+    """The operator's writes of HTTPRoutes and Services in the namespace (as the audit log
+    has them: one event per request, in the order the API server received them)."""
+    return [
+        event
+        for event in plane.audit_events(OPERATOR_USER)
+        if (event.get("objectRef") or {}).get("resource") in ("httproutes", "services")
+        and event["objectRef"].get("namespace") == namespace
+        and event["verb"] in ("create", "patch", "update", "delete")
+    ]
+
+
 def test_a_pass_makes_the_track_services_and_the_route_and_deletes_them_with_the_gateway(
     gateway_plane: ControlPlane, plane_ns: Namespace, kubelet: Kubelet
 ) -> None:
     """Made by the operator (as its ServiceAccount: the RBAC holds), owned by the classifier,
     accepted by the API server; the canary's weight 0 until all its pods are ready, its
-    percent then; all three deleted when spec.canary.gateway is removed."""
+    percent then; the route kept, with the stable backend alone, when spec.canary is removed
+    (the canary's Service deleted only once the route no longer sends to it); the route and
+    the stable track's Service deleted when spec.gateway is removed."""
     ns = plane_ns
     kubelet.add_node()
     uid = ns.create_classifier("gw", GATEWAY_SPEC)["metadata"]["uid"]
@@ -228,14 +243,36 @@ def test_a_pass_makes_the_track_services_and_the_route_and_deletes_them_with_the
     # was written twice, made and weighted, however many passes ran.
     writes = [
         event["verb"]
-        for event in gateway_plane.audit_events(OPERATOR_USER)
-        if (event.get("objectRef") or {}).get("resource") == "httproutes"
-        and event["objectRef"].get("namespace") == ns.name
-        and event["verb"] in ("create", "patch", "update")
+        for event in route_writes(gateway_plane, ns.name)
+        if event["objectRef"]["resource"] == "httproutes"
     ]
     assert writes == ["create", "patch"]
 
-    ns.cluster.patch(ns.path("imageclassifiers", "gw"), {"spec": {"canary": {"gateway": None}}})
+    # Rolled back (as promotion also does, spec.canary removed): the route stays, the stable
+    # backend alone at 100 at once, and the canary's Service goes after that patch.
+    ns.cluster.patch(ns.path("imageclassifiers", "gw"), {"spec": {"canary": None}})
+    ns.cluster.wait(lambda: ns.get("services", "gw-canary") is None, WAIT, "the canary Service")
+    kept = ns.get("httproutes", "gw")
+    assert kept is not None and backends(kept) == [("gw-stable", 100)]
+    assert ns.get("services", "gw-stable") is not None
+    found = route_writes(gateway_plane, ns.name)
+    (deleted,) = [
+        e for e in found if e["verb"] == "delete" and e["objectRef"]["name"] == "gw-canary"
+    ]
+    patches = [
+        e for e in found if e["verb"] == "patch" and e["objectRef"]["resource"] == "httproutes"
+    ]
+    assert len(patches) == 2  # the canary's weight, then the stable backend alone
+    assert patches[-1]["stageTimestamp"] <= deleted["requestReceivedTimestamp"]
+    ns.wait_for(
+        "imageclassifiers",
+        "gw",
+        lambda ic: ic.get("status", {}).get("gateway") == f"{ns.name}/edge",
+        "the route's Gateway in the status",
+        WAIT,
+    )
+
+    ns.cluster.patch(ns.path("imageclassifiers", "gw"), {"spec": {"gateway": None}})
     ns.cluster.wait(
         lambda: all(
             ns.get(kind, name) is None
@@ -249,4 +286,10 @@ def test_a_pass_makes_the_track_services_and_the_route_and_deletes_them_with_the
         "the route and the track Services deleted",
     )
     assert ns.get("services", "gw") is not None
-    assert ns.get("deployments", "gw-canary") is not None  # the canary itself stays
+    ns.wait_for(
+        "imageclassifiers",
+        "gw",
+        lambda ic: "gateway" not in ic.get("status", {}),
+        "no Gateway in the status",
+        WAIT,
+    )

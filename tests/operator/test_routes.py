@@ -42,7 +42,7 @@ PERCENTS = range(101)
 
 @dataclass(frozen=True)
 class Gateway:
-    """A stand-in for spec.canary.gateway: what the builder reads of it."""
+    """A stand-in for spec.gateway: what the builder reads of it."""
 
     name: str
     namespace: str | None = None

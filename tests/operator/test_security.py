@@ -61,15 +61,16 @@ def run_namespace_mode(
 
 
 def run_gateway_mode(plane: ControlPlane, ns: Namespace) -> None:
-    """A canary's Gateway mode, with the Gateway API's CRDs (as the plane was, after): the
+    """Gateway mode with a canary, with the Gateway API's CRDs (as the plane was, after): the
     route and track Services created, the route patched (to the stable backend alone at 0
-    percent), and all three deleted with spec.canary.gateway."""
+    percent), the canary's Service deleted with spec.canary, and the route and the stable
+    track's Service with spec.gateway."""
     installed = gateway_api.served(plane)
     if not installed:
         gateway_api.install(plane)
     try:
-        canary = {"trafficPercent": 10, "gateway": {"name": "edge"}}
-        ns.create_classifier("gateway", {"canary": canary})
+        spec = {"gateway": {"name": "edge"}, "canary": {"trafficPercent": 10}}
+        ns.create_classifier("gateway", spec)
         ns.wait_for("services", "gateway-canary", timeout=WAIT)
         ns.wait_for("httproutes", "gateway", timeout=WAIT)
         path = ns.path("imageclassifiers", "gateway")
@@ -81,11 +82,16 @@ def run_gateway_mode(plane: ControlPlane, ns: Namespace) -> None:
             "the route patched to the stable backend alone",
             WAIT,
         )
-        ns.cluster.patch(path, {"spec": {"canary": {"gateway": None}}})
+        ns.cluster.patch(path, {"spec": {"canary": None}})
+        ns.cluster.wait(
+            lambda: ns.get("services", "gateway-canary") is None, WAIT, "the canary's Service"
+        )
+        assert ns.get("httproutes", "gateway") is not None
+        ns.cluster.patch(path, {"spec": {"gateway": None}})
         ns.cluster.wait(
             lambda: (
                 ns.get("httproutes", "gateway") is None
-                and ns.get("services", "gateway-canary") is None
+                and ns.get("services", "gateway-stable") is None
             ),
             WAIT,
             "the route and the track Services deleted",

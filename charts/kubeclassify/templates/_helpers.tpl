@@ -54,7 +54,8 @@ when the whole cluster is watched, else a Role's in each watched namespace.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
-# The track Services of a canary's Gateway mode are deleted with spec.canary.gateway.
+# The track Services of Gateway mode are deleted with spec.gateway (the canary's with
+# spec.canary).
 - apiGroups: [""]
   resources: [services]
   verbs: [get, list, watch, create, patch, delete]
