@@ -218,11 +218,18 @@ def _route(
     owner: Owner, spec: ImageClassifierSpec, current: Object, context: Context
 ) -> dict[str, Any] | None:
     """The HTTPRoute, weighted as the split says: the canary's percent once all its pods are
-    ready (0 until then), and the stable backend alone without a canary (none, being removed,
-    at 0 percent or rolled back)."""
+    ready (0 until then), and the stable backend alone without a canary (none, at 0 percent
+    or rolled back). A canary being removed keeps the share the route gives it until the
+    stable track is back at its full count, ready, as it keeps its pods: the stable track alone
+    at once would take every request on fewer pods."""
     if spec.gateway is None:
         return None
     split = context.split
+    if spec.canary is None and split.keep_canary and current is not None:
+        kept = routes.route_share(current) or 0
+        return routes.build_route(
+            owner, spec.gateway, spec.service.port, kept, canary_ready=True, rolled_back=not kept
+        )
     return routes.build_route(
         owner,
         spec.gateway,
@@ -310,7 +317,9 @@ HPA = ChildKind(
 # while there is a canary (the route, applied after it, is the one that refers to it).
 _GATEWAY_MODE = (lambda spec, context: spec.gateway is not None, "no spec.gateway")
 _CANARY_GATEWAY_MODE = (
-    lambda spec, context: spec.gateway is not None and spec.canary is not None,
+    lambda spec, context: (
+        spec.gateway is not None and (spec.canary is not None or context.split.keep_canary)
+    ),
     "no spec.gateway or no spec.canary",
 )
 _GATEWAY_API = (

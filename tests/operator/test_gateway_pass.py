@@ -221,9 +221,11 @@ def test_at_zero_percent_the_route_has_the_stable_backend_alone() -> None:
 
 @pytest.mark.parametrize("promote", [False, True], ids=["rollback", "promotion"])
 def test_removing_the_canary_keeps_the_route_with_the_stable_backend_alone(promote: bool) -> None:
-    """Rollback and promotion remove spec.canary, never spec.gateway: the route stays, sending
-    100 to the stable Service, and the canary's Service goes only once the route no longer
-    sends requests to it (no write ever leaves the route with a missing backend)."""
+    """Rollback and promotion remove spec.canary, never spec.gateway: the route stays. The
+    canary keeps its share until the stable track is back at its full count, ready (the stable
+    track alone at once would take every request on 4 pods of 5); then the route sends 100 to
+    the stable Service, and the canary's Service goes only once the route no longer sends
+    requests to it (no write ever leaves the route with a missing backend)."""
     kube, events = RouteCheckingKube(), list[Event]()
     gateway_classifier(kube, modelSource={"storageUri": "pvc://models/mobilenet_v2.tflite"})
     run_pass(kube, events)
@@ -239,16 +241,18 @@ def test_removing_the_canary_keeps_the_route_with_the_stable_backend_alone(promo
     kube.update(CLASSIFIERS, NAMESPACE, NAME, {"spec": spec})
     status = run_pass(kube, events)
     assert status["canary"]["state"] == ("Promoting" if promote else "Removing")
-    assert backends(kube) == [("cats-stable", 100)]  # at once: the stable track serves all
+    assert backends(kube) == [("cats-stable", 80), ("cats-canary", 20)]  # until stable is back
+    assert kube.get(SERVICES, NAMESPACE, "cats-canary") is not None
+    assert kube.get(DEPLOYMENTS, NAMESPACE, CANARY_NAME) is not None  # it serves until then
+    assert status["canary"]["trafficPercent"] == 20  # the route's share
+
+    controllers(kube, {NAME: 5, CANARY_NAME: 1})  # the stable track back at 5, ready
+    kube.writes.clear()
+    status = run_pass(kube, events)
     assert kube.get(SERVICES, NAMESPACE, "cats-canary") is None
     writes = [(w.verb, w.plural, w.name) for w in kube.writes if w.verb != "create"]
     route_patch = writes.index(("patch", HTTPROUTES.plural, NAME))
     assert writes.index(("delete", SERVICES.plural, "cats-canary")) > route_patch
-    assert kube.get(DEPLOYMENTS, NAMESPACE, CANARY_NAME) is not None  # it serves until then
-    assert status["canary"]["trafficPercent"] == 0  # the route's share
-
-    controllers(kube, {NAME: 5, CANARY_NAME: 1})  # the stable track back at 5, ready
-    status = run_pass(kube, events)
     assert kube.get(DEPLOYMENTS, NAMESPACE, CANARY_NAME) is None
     assert "canary" not in status and status["gateway"] == "infra/edge"
     assert backends(kube) == [("cats-stable", 100)]

@@ -248,9 +248,24 @@ def test_a_pass_makes_the_track_services_and_the_route_and_deletes_them_with_the
     ]
     assert writes == ["create", "patch"]
 
-    # Rolled back (as promotion also does, spec.canary removed): the route stays, the stable
-    # backend alone at 100 at once, and the canary's Service goes after that patch.
+    # Rolled back (as promotion also does, spec.canary removed): the route stays; the canary
+    # keeps its share until the stable track is back at 2 pods, ready; then the stable backend
+    # alone at 100, and the canary's Service goes after that patch.
     ns.cluster.patch(ns.path("imageclassifiers", "gw"), {"spec": {"canary": None}})
+
+    def stable_pod_back() -> list[dict[str, Any]]:
+        """The stable track's new pod, bound to the node, that the played kubelet has not run."""
+        return [
+            pod
+            for pod in ns.pods("gw")
+            if pod["spec"].get("nodeName") and not pod.get("status", {}).get("containerStatuses")
+        ]
+
+    [new] = ns.cluster.wait(stable_pod_back, WAIT, "the stable track's pod back")
+    kept = ns.get("httproutes", "gw")
+    assert kept is not None and backends(kept) == [("gw-stable", 50), ("gw-canary", 50)]
+    assert ns.get("services", "gw-canary") is not None
+    kubelet.run(ns, new["metadata"]["name"])
     ns.cluster.wait(lambda: ns.get("services", "gw-canary") is None, WAIT, "the canary Service")
     kept = ns.get("httproutes", "gw")
     assert kept is not None and backends(kept) == [("gw-stable", 100)]
