@@ -50,6 +50,7 @@ from typing import Any
 
 import requests
 from kubeclassify_operator.handlers import COALESCE_SECONDS
+from kubeclassify_operator.spec import DEFAULT_RESOURCES
 from kubeclassify_operator.spec import GROUP, VERSION
 from modelserver.models.cpu import available_cpus, capabilities
 from node_e2e import (
@@ -94,8 +95,9 @@ READY_TARGET_S = 5.0  # kubectl apply to Ready, image present
 START_TARGET_S = 3.0  # container start to /readyz 200
 SIZE_TARGET = 1 * GB  # the default image, uncompressed
 THROUGHPUT_TARGET = 0.97  # the lean image's images/s over today's, concurrency 16
-# Today's defaults (operator/kubeclassify_operator/spec.py), which the memory figures revisit.
-DEFAULT_REQUEST, DEFAULT_LIMIT = "1Gi", "2Gi"
+# The operator's defaults, which the memory figures revisit.
+DEFAULT_REQUEST = DEFAULT_RESOURCES["requests"]["memory"]
+DEFAULT_LIMIT = DEFAULT_RESOURCES["limits"]["memory"]
 # The seconds of a new classifier, in order; each from watch events unless said.
 MILESTONES = (
     "kubectl apply returned",
@@ -836,7 +838,7 @@ of load; then after each of its load rounds.
 |---|---|---|---|---|---|---|
 {table}
 
-Suggested defaults for the lean image (today: request {DEFAULT_REQUEST}, limit
+Suggested defaults for the lean image (the operator's now: request {DEFAULT_REQUEST}, limit
 {DEFAULT_LIMIT}): **request {quantity(s.request)}, limit {quantity(s.limit)}**.
 - Request: the most the lean pod's working set reached under load, {mib(s.working_set)} MiB,
   plus a quarter, rounded up to 64Mi: the scheduler should count a pod as what it holds once
