@@ -50,8 +50,7 @@ from typing import Any
 
 import requests
 from kubeclassify_operator.handlers import COALESCE_SECONDS
-from kubeclassify_operator.spec import DEFAULT_RESOURCES
-from kubeclassify_operator.spec import GROUP, VERSION
+from kubeclassify_operator.spec import DEFAULT_RESOURCES, GROUP, VERSION
 from modelserver.models.cpu import available_cpus, capabilities
 from node_e2e import (
     CONCURRENCY,
