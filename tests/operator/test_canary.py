@@ -5,10 +5,10 @@ status per track), the two Deployments' labels and selectors, and whole passes o
 from typing import Any
 
 import pytest
-from fake_kube import FakeKube, Write
+from fake_kube import FakeKube, Write, play_controllers, played_pod
 from kubeclassify_operator import canary
 from kubeclassify_operator.builders import Owner, build_deployment
-from kubeclassify_operator.kube import CLASSIFIERS, DEPLOYMENTS, PODS
+from kubeclassify_operator.kube import CLASSIFIERS, DEPLOYMENTS
 from kubeclassify_operator.names import TRACK_LABEL, Track, selector_labels
 from kubeclassify_operator.reconcile import reconcile
 from kubeclassify_operator.spec import parse_spec
@@ -34,26 +34,6 @@ def deployment(replicas: int, ready: int, track: Track = Track.STABLE) -> dict[s
         "readyReplicas": ready,
     }
     return built
-
-
-def pod(of: dict[str, Any], index: int, ready: bool, state: dict[str, Any] | None = None) -> Any:
-    """A pod as the ReplicaSet makes it from the Deployment's template, with the kubelet's
-    status: ready or not, and the model server's container state."""
-    template = of["spec"]["template"]
-    container = {
-        "name": "modelserver",
-        "ready": ready,
-        "restartCount": 0,
-        "state": state or {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
-    }
-    return {
-        "metadata": {"name": f"{of['metadata']['name']}-{index}", **template["metadata"]},
-        "spec": template["spec"],
-        "status": {
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-            "containerStatuses": [container],
-        },
-    }
 
 
 LOAD_FAILED = {
@@ -84,7 +64,7 @@ def test_the_replicas_are_split_by_the_percent_once_the_canary_is_ready(
 ) -> None:
     spec = parse_spec({"replicas": replicas, "canary": {"trafficPercent": percent}})
     ready = deployment(count, count, Track.CANARY)
-    pods = [pod(ready, i, True) for i in range(count)]
+    pods = [played_pod(ready, i, True) for i in range(count)]
     state = canary.assess(spec, ready, pods, None, NOW)
     assert state is not None and state.state == "Serving"
     split = canary.split(spec, state, deployment(replicas, replicas), ready, pods)
@@ -95,7 +75,7 @@ def test_the_replicas_are_split_by_the_percent_once_the_canary_is_ready(
 def test_the_stable_track_keeps_its_count_until_every_canary_pod_is_ready() -> None:
     spec = parse_spec({"replicas": 10, "canary": {"trafficPercent": 20}})
     half = deployment(2, 1, Track.CANARY)
-    pods = [pod(half, 0, True), pod(half, 1, False)]
+    pods = [played_pod(half, 0, True), played_pod(half, 1, False)]
     state = canary.assess(spec, half, pods, None, NOW)
     assert state is not None and state.state == "Progressing" and state.unready_since == NOW
     split = canary.split(spec, state, deployment(10, 10), half, pods)
@@ -105,7 +85,7 @@ def test_the_stable_track_keeps_its_count_until_every_canary_pod_is_ready() -> N
 def test_with_autoscaling_the_canary_takes_its_share_of_the_hpas_count() -> None:
     spec = parse_spec({"autoscaling": {"maxReplicas": 10}, "canary": {"trafficPercent": 20}})
     ready = deployment(2, 2, Track.CANARY)
-    pods = [pod(ready, i, True) for i in range(2)]
+    pods = [played_pod(ready, i, True) for i in range(2)]
     state = canary.assess(spec, ready, pods, None, NOW)
     split = canary.split(spec, state, deployment(8, 8), ready, pods)
     assert (split.stable, split.canary) == (8, 2)  # 2 of 10 pods: 20%, the HPA's 8 untouched
@@ -125,7 +105,7 @@ def test_with_autoscaling_the_canary_takes_its_share_of_the_hpas_count() -> None
 def test_a_failing_canary_is_rolled_back_at_once(state: dict[str, Any], reason: str) -> None:
     spec = parse_spec({"replicas": 5, "canary": {"trafficPercent": 20, "modelSource": MOBILENET}})
     failing = deployment(1, 0, Track.CANARY)
-    verdict = canary.assess(spec, failing, [pod(failing, 0, False, state)], None, NOW)
+    verdict = canary.assess(spec, failing, [played_pod(failing, 0, False, state)], None, NOW)
     assert verdict is not None and verdict.state == "RolledBack" and verdict.reason == reason
     split = canary.split(spec, verdict, deployment(4, 4), failing, [])
     assert (split.stable, split.canary, split.canary_weight) == (5, 0, 0)
@@ -134,7 +114,7 @@ def test_a_failing_canary_is_rolled_back_at_once(state: dict[str, Any], reason: 
 def test_a_canary_not_ready_for_longer_than_the_bound_is_rolled_back() -> None:
     spec = parse_spec({"replicas": 5, "canary": {"trafficPercent": 20, "maxUnreadySeconds": 60}})
     slow = deployment(1, 0, Track.CANARY)
-    pods = [pod(slow, 0, False)]
+    pods = [played_pod(slow, 0, False)]
     first = canary.assess(spec, slow, pods, None, "2026-01-01T00:00:00Z")
     assert first is not None and first.state == "Progressing"
     before = first.model_dump(by_alias=True, exclude_none=True)
@@ -148,7 +128,7 @@ def test_a_canary_not_ready_for_longer_than_the_bound_is_rolled_back() -> None:
 def test_a_rollback_holds_for_that_canary_spec_and_a_changed_one_tries_again() -> None:
     spec = parse_spec({"replicas": 5, "canary": {"trafficPercent": 20, "modelSource": MOBILENET}})
     failing = deployment(1, 0, Track.CANARY)
-    rolled = canary.assess(spec, failing, [pod(failing, 0, False, LOAD_FAILED)], None, NOW)
+    rolled = canary.assess(spec, failing, [played_pod(failing, 0, False, LOAD_FAILED)], None, NOW)
     assert rolled is not None
     before = rolled.model_dump(by_alias=True, exclude_none=True)
     # Its pods are gone (0 replicas): it stays rolled back, even at another percent.
@@ -182,8 +162,8 @@ def test_the_share_in_force_is_what_the_ready_pods_give() -> None:
     spec = parse_spec({"replicas": 10, "canary": {"trafficPercent": 20}})
     stable, mine = deployment(8, 8), deployment(2, 2, Track.CANARY)
     state = CanaryStatus(state="Serving", traffic_percent=0, requested_percent=20, spec_hash="x")
-    stable_pods = [pod(stable, i, i < 7) for i in range(8)]  # one stable pod not ready
-    canary_pods = [pod(mine, i, True) for i in range(2)]
+    stable_pods = [played_pod(stable, i, i < 7) for i in range(8)]  # one stable pod not ready
+    canary_pods = [played_pod(mine, i, True) for i in range(2)]
     listed, shown = canary.tracks(spec, state, stable, mine, stable_pods, canary_pods, NAME)
     assert [(t.name, t.ready_replicas, t.traffic_percent) for t in listed] == [
         ("stable", 7, 78),
@@ -221,26 +201,7 @@ def run_pass(kube: FakeKube, events: list[Event]) -> dict[str, Any]:
 
 
 def controllers(kube: FakeKube, ready: dict[str, int], state: dict[str, Any] | None = None) -> None:
-    """The Deployment controller and the kubelet: each Deployment's pods of its current
-    template, `ready[name]` of them ready (the rest in `state`), and its status."""
-    for plural, namespace, name in list(kube.objects):
-        if plural == PODS.plural:
-            del kube.objects[plural, namespace, name]
-    for name, count in ready.items():
-        found = kube.get(DEPLOYMENTS, NAMESPACE, name)
-        if found is None:
-            continue
-        replicas = found["spec"]["replicas"]
-        for index in range(replicas):
-            ok = index < count
-            kube.put(PODS, pod(found, index, ok, None if ok else state))
-        status = {
-            "observedGeneration": found["metadata"]["generation"],
-            "replicas": replicas,
-            "updatedReplicas": replicas,
-            "readyReplicas": min(count, replicas),
-        }
-        kube.update(DEPLOYMENTS, NAMESPACE, name, {"status": status})
+    play_controllers(kube, NAMESPACE, ready, state)
 
 
 def replicas(kube: FakeKube) -> tuple[int, int | None]:

@@ -4,14 +4,14 @@ stable backend alone) when spec.canary goes, all deleted when spec.gateway goes,
 route to a Service that is not there, and a clear refusal on a cluster without the Gateway
 API.
 
-The Deployment controller and the kubelet are played here as in test_canary.py.
+The Deployment controller and the kubelet are played by fake_kube.play_controllers.
 """
 
 from typing import Any
 
 import pytest
-from fake_kube import FakeKube, Write
-from kubeclassify_operator.kube import CLASSIFIERS, DEPLOYMENTS, HTTPROUTES, PODS, SERVICES, Kind
+from fake_kube import FakeKube, Write, play_controllers
+from kubeclassify_operator.kube import CLASSIFIERS, DEPLOYMENTS, HTTPROUTES, SERVICES, Kind
 from kubeclassify_operator.reconcile import reconcile
 from kubeclassify_operator.routes import route_share
 
@@ -86,44 +86,8 @@ def run_pass(kube: FakeKube, events: list[Event]) -> dict[str, Any]:
     return reconcile(kube, body, lambda *event: events.append(event))
 
 
-def _pod(of: dict[str, Any], index: int, ready: bool, state: dict[str, Any] | None) -> Any:
-    template = of["spec"]["template"]
-    container = {
-        "name": "modelserver",
-        "ready": ready,
-        "restartCount": 0,
-        "state": state or {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
-    }
-    return {
-        "metadata": {"name": f"{of['metadata']['name']}-{index}", **template["metadata"]},
-        "spec": template["spec"],
-        "status": {
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-            "containerStatuses": [container],
-        },
-    }
-
-
 def controllers(kube: FakeKube, ready: dict[str, int], state: dict[str, Any] | None = None) -> None:
-    """Each Deployment's pods of its current template, `ready[name]` of them ready (the rest
-    in `state`), and its status."""
-    for key in [key for key in kube.objects if key[0] == PODS.plural]:
-        del kube.objects[key]
-    for name, count in ready.items():
-        found = kube.get(DEPLOYMENTS, NAMESPACE, name)
-        if found is None:
-            continue
-        replicas = found["spec"]["replicas"]
-        for index in range(replicas):
-            ok = index < count
-            kube.put(PODS, _pod(found, index, ok, None if ok else state))
-        status = {
-            "observedGeneration": found["metadata"]["generation"],
-            "replicas": replicas,
-            "updatedReplicas": replicas,
-            "readyReplicas": min(count, replicas),
-        }
-        kube.update(DEPLOYMENTS, NAMESPACE, name, {"status": status})
+    play_controllers(kube, NAMESPACE, ready, state)
 
 
 def route(kube: FakeKube) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from kubeclassify_operator.kube import CLASSIFIERS, Kind, Kube
+from kubeclassify_operator.kube import CLASSIFIERS, DEPLOYMENTS, PODS, Kind, Kube
 from kubeclassify_operator.spec import GROUP, KIND, VERSION
 from kubernetes.client.exceptions import ApiException
 
@@ -169,3 +169,50 @@ class FakeKube(Kube):
         error = self._refusals.pop((verb, kind.plural), None)
         if error is not None:
             raise error
+
+
+def played_pod(
+    of: dict[str, Any], index: int, ready: bool, state: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A pod as the ReplicaSet makes it from Deployment `of`'s template, with the kubelet's
+    status: ready or not, and the model server's container state."""
+    template = of["spec"]["template"]
+    container = {
+        "name": "modelserver",
+        "ready": ready,
+        "restartCount": 0,
+        "state": state or {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+    }
+    return {
+        "metadata": {"name": f"{of['metadata']['name']}-{index}", **template["metadata"]},
+        "spec": template["spec"],
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "containerStatuses": [container],
+        },
+    }
+
+
+def play_controllers(
+    kube: FakeKube, namespace: str, ready: dict[str, int], state: dict[str, Any] | None = None
+) -> None:
+    """The Deployment controller and the kubelet: every pod replaced by each named Deployment's
+    pods of its current template, `ready[name]` of them ready (the rest in `state`), and its
+    status."""
+    for key in [key for key in kube.objects if key[0] == PODS.plural]:
+        del kube.objects[key]
+    for name, count in ready.items():
+        found = kube.get(DEPLOYMENTS, namespace, name)
+        if found is None:
+            continue
+        replicas = found["spec"]["replicas"]
+        for index in range(replicas):
+            ok = index < count
+            kube.put(PODS, played_pod(found, index, ok, None if ok else state))
+        status = {
+            "observedGeneration": found["metadata"]["generation"],
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": min(count, replicas),
+        }
+        kube.update(DEPLOYMENTS, namespace, name, {"status": status})
