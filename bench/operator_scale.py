@@ -171,7 +171,7 @@ class AuditCounts(Counts, threading.Thread):
                 partial = ""
 
     def _seen(self, event: dict[str, Any]) -> None:
-        if event["user"]["username"] != OPERATOR_USER or event["auditID"] in self.seen:
+        if event["user"].get("username") != OPERATOR_USER or event["auditID"] in self.seen:
             return
         self.seen.add(event["auditID"])
         triple = rbac_triple(event)

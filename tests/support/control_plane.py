@@ -344,7 +344,8 @@ class ControlPlane:
             with self.audit_log.open() as log:
                 for line in log:
                     event = json.loads(line)
-                    if username is None or event["user"]["username"] == username:
+                    # A request that failed authentication names no user.
+                    if username is None or event["user"].get("username") == username:
                         events[event["auditID"]] = event
         return list(events.values())
 
