@@ -187,7 +187,8 @@ def test_the_live_figures_are_the_whole_servers_whichever_worker_answers(
     # Once both have sampled past the requests, both hold the same points for them.
     step = next(iter(by_worker.values()))["step_s"]
     for _ in range(100):
-        if all(f["points"][-1]["t"] > sent_at + step for f in by_worker.values()):
+        # A worker's points start with its first sample: none yet is not past the requests.
+        if all(f["points"] and f["points"][-1]["t"] > sent_at + step for f in by_worker.values()):
             break
         time.sleep(0.2)
         figures = stats(page_server)
