@@ -49,7 +49,7 @@ def gateway_plane(plane: ControlPlane) -> Iterator[ControlPlane]:
     """The plane with the Gateway API installed for this module, and removed after it (the
     other tests run on a cluster without it, as most clusters are)."""
     if not gateway_api.available():
-        pytest.skip(f"{gateway_api.GATEWAY_API}: the Gateway API CRDs are not there")
+        pytest.fail(f"{gateway_api.GATEWAY_API}: the Gateway API CRDs are not there (../shared)")
     gateway_api.install(plane)
     yield plane
     gateway_api.uninstall(plane)
